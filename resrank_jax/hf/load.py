@@ -1,0 +1,134 @@
+"""``load_backbone``: an HF directory, an HF hub id or a GGUF file -> sharded NNX backbone +
+checked tokenizer. Weights come from safetensors or GGUF only; nothing is unpickled and no
+checkpoint code is run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jax.sharding import Mesh
+
+from resrank_jax.hf.config_map import config_from_hf
+from resrank_jax.hf.gguf_file import GGUFFile
+from resrank_jax.hf.key_map import detect_prefix, rules_for
+from resrank_jax.hf.tensors import SafetensorsDir, check_keys
+from resrank_jax.models.build import Backbone, backbone_from_arrays
+from resrank_jax.models.config import BackboneConfig, BertConfig
+from resrank_jax.tokenizer import Pooling, TextTokenizer
+
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"]
+
+
+def resolve_source(source: str | Path, revision: str | None = None) -> Path:
+    """A local directory or ``.gguf`` file for ``source``; hub ids are downloaded (safetensors,
+    configs and tokenizer files only) through ``huggingface_hub``, which honours
+    ``HF_HUB_OFFLINE`` and its local cache."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    text = str(source)
+    if text.count("/") == 1 and not text.startswith((".", "/")) and not text.endswith(".gguf"):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(text, revision=revision, allow_patterns=HUB_PATTERNS))
+        except Exception as err:  # offline, unknown repo, auth...: say which source failed
+            raise FileNotFoundError(
+                f"{text!r} is not a local path and could not be fetched from the HF hub "
+                f"({type(err).__name__}: {err})"
+            ) from err
+    raise FileNotFoundError(f"{text!r}: no such file or directory, and not an HF hub id")
+
+
+def _state_arrays(
+    cfg: BackboneConfig, tensors: Mapping[str, np.ndarray], source: str
+) -> Any:
+    """``get_array(path)`` for ``backbone_from_arrays``, after the strict key check."""
+    prefix = detect_prefix(cfg, set(tensors))
+    rules = rules_for(cfg, prefix)
+    tied_head = None
+    if not isinstance(cfg, BertConfig) and cfg.tie_word_embeddings and "lm_head.weight" in tensors:
+        tied_head = "lm_head.weight"
+        if not np.array_equal(tensors["lm_head.weight"], tensors[f"{prefix}embed_tokens.weight"]):
+            raise ValueError(
+                f"{source}: config says tie_word_embeddings but lm_head.weight differs from "
+                "embed_tokens.weight"
+            )
+    check_keys(rules, tensors.keys(), source=source, tied_head=tied_head)
+    by_path = {r.path: r for r in rules}
+
+    def get_array(path: tuple) -> np.ndarray:
+        rule = by_path[path]
+        array = tensors[rule.hf]
+        return array.T if rule.transpose else array
+
+    return get_array
+
+
+def load_backbone(
+    source: str | Path,
+    *,
+    mesh: Mesh | None = None,
+    dtype: str = "float32",
+    param_dtype: str = "float32",
+    remat: bool = False,
+    attention_impl: str = "xla",
+    pooling: Pooling | None = None,
+    pad_token: str | None = None,
+    revision: str | None = None,
+) -> tuple[Backbone, TextTokenizer | None]:
+    """Loads a backbone and its tokenizer.
+
+    Args:
+        source: local HF directory (``config.json`` + safetensors, sharded or not), HF hub id,
+            or ``.gguf`` file.
+        mesh: the mesh to place params on (default: one device); shardings follow
+            ``resrank_jax.sharding.LOGICAL_AXIS_RULES``.
+        dtype / param_dtype: compute and parameter dtypes.
+        pooling: the pooling the tokenizer is checked for (default ``last`` for decoders,
+            ``mean`` for BERT).
+        pad_token: pad token to use when the tokenizer has none.
+
+    Returns:
+        ``(model, tokenizer)``; the tokenizer is ``None`` when the source ships none.
+
+    Raises:
+        CheckpointKeyError: missing or unexpected tensors, all named.
+        UnsupportedModelError: an architecture resrank_jax does not implement.
+        TokenizerCheckError: EOS/pad/pooling-token problems.
+    """
+    path = resolve_source(source, revision)
+    overrides = dict(dtype=dtype, param_dtype=param_dtype, remat=remat, attention_impl=attention_impl)
+    hf_tok = None
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ValueError(f"{path}: only .gguf files or HF directories can be loaded")
+        gguf = GGUFFile(path)
+        cfg = gguf.config.replace(**overrides)
+        tensors: Mapping[str, np.ndarray] = gguf.tensors
+        hf_tok = gguf.load_tokenizer()
+    else:
+        config_file = path / "config.json"
+        if not config_file.exists():
+            raise FileNotFoundError(f"{path}: no config.json")
+        hf_config = json.loads(config_file.read_text())
+        tensors = SafetensorsDir(path)
+        cfg = config_from_hf(hf_config, **overrides)
+        if not isinstance(cfg, BertConfig) and "lm_head.weight" not in tensors and not cfg.tie_word_embeddings:
+            cfg = cfg.replace(has_lm_head=False)  # embedding checkpoint (e.g. Qwen3-Embedding)
+        if isinstance(cfg, BertConfig) and not any(k.endswith("pooler.dense.weight") for k in tensors):
+            cfg = cfg.replace(add_pooler=False)
+        if (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists():
+            from transformers import AutoTokenizer
+
+            hf_tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    model = backbone_from_arrays(cfg, _state_arrays(cfg, tensors, str(path)), mesh=mesh)
+    tokenizer = None
+    if hf_tok is not None:
+        default_pooling: Pooling = "mean" if isinstance(cfg, BertConfig) else "last"
+        tokenizer = TextTokenizer(hf_tok, pooling=pooling or default_pooling, pad_token=pad_token)
+    return model, tokenizer

@@ -1,0 +1,120 @@
+"""Typed backbone configurations and the published sizes.
+
+``DecoderConfig`` covers the Qwen3 / Qwen2 / Llama (SmolLM2) family; ``BertConfig`` the
+bidirectional BERT encoders (all-MiniLM-L6-v2). Compute and parameter dtypes are separate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+AttentionImpl = Literal["xla", "cudnn", "reference"]
+Family = Literal["qwen3", "qwen2", "llama"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    """A causal decoder of the Llama family.
+
+    ``qk_norm`` (per-head RMSNorm on q and k) is Qwen3; ``qkv_bias`` is Qwen2.
+    """
+
+    family: Family
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rope_theta: float = 1_000_000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = True
+    has_lm_head: bool = True  # False for embedding checkpoints (Qwen3Model): no logits
+    qk_norm: bool = False
+    qkv_bias: bool = False
+    max_position_embeddings: int = 32768
+    dtype: str = "float32"  # compute dtype
+    param_dtype: str = "float32"
+    remat: bool = False
+    attention_impl: AttentionImpl = "xla"
+
+    def __post_init__(self) -> None:
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+        if self.attention_impl not in ("xla", "cudnn", "reference"):
+            raise ValueError(f"unknown attention_impl {self.attention_impl!r}")
+
+    def replace(self, **changes) -> DecoderConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """A bidirectional BERT encoder (post-LayerNorm, GELU, absolute positions)."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    add_pooler: bool = True
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    remat: bool = False
+    attention_impl: AttentionImpl = "xla"
+    family: Literal["bert"] = "bert"
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def replace(self, **changes) -> BertConfig:
+        return dataclasses.replace(self, **changes)
+
+
+BackboneConfig = DecoderConfig | BertConfig
+
+_QWEN3 = dict(family="qwen3", vocab_size=151936, head_dim=128, qk_norm=True, rope_theta=1e6)
+
+# Published Qwen3 sizes (HF config.json of each model). Qwen3-Embedding-N has the backbone of
+# Qwen3-N without the LM head.
+PRESETS: dict[str, DecoderConfig] = {
+    "qwen3-0.6b": DecoderConfig(
+        **_QWEN3, hidden_size=1024, intermediate_size=3072, num_layers=28, num_heads=16,
+        num_kv_heads=8, max_position_embeddings=40960,
+    ),
+    "qwen3-1.7b": DecoderConfig(
+        **_QWEN3, hidden_size=2048, intermediate_size=6144, num_layers=28, num_heads=16,
+        num_kv_heads=8, max_position_embeddings=40960,
+    ),
+    "qwen3-4b": DecoderConfig(
+        **_QWEN3, hidden_size=2560, intermediate_size=9728, num_layers=36, num_heads=32,
+        num_kv_heads=8, max_position_embeddings=40960,
+    ),
+    "qwen3-8b": DecoderConfig(
+        **_QWEN3, hidden_size=4096, intermediate_size=12288, num_layers=36, num_heads=32,
+        num_kv_heads=8, max_position_embeddings=40960, tie_word_embeddings=False,
+    ),
+    "smollm2-135m": DecoderConfig(
+        family="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30,
+        num_heads=9, num_kv_heads=3, head_dim=64, rope_theta=100000.0, rms_norm_eps=1e-5,
+        max_position_embeddings=8192,
+    ),
+}
+for _size in ("0.6b", "4b", "8b"):
+    PRESETS[f"qwen3-embedding-{_size}"] = PRESETS[f"qwen3-{_size}"].replace(has_lm_head=False)

@@ -1,0 +1,146 @@
+"""The causal decoder body of the Qwen3 / Qwen2 / Llama (SmolLM2) family.
+
+Token ids **or** input embeddings in, final hidden states (after the final norm) out, logits
+when asked. Parameter names follow HF (``q_proj``, ``input_layernorm``...) so the key map in
+``resrank_jax.hf`` is a plain table.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from resrank_jax.models.config import DecoderConfig
+from resrank_jax.models.layers import (
+    RMSNorm,
+    SwiGLU,
+    apply_rope,
+    attend,
+    dense,
+    merge_heads,
+    positions_from_mask,
+    rope_cos_sin,
+    split_heads,
+)
+
+
+class DecoderAttention(nnx.Module):
+    """GQA self-attention with RoPE; optional q/k RMSNorm (Qwen3) and q/k/v bias (Qwen2)."""
+
+    def __init__(self, cfg: DecoderConfig, *, rngs: nnx.Rngs) -> None:
+        self.cfg = cfg
+        kw = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+        d, n, k, h = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_proj = dense(d, n * h, ("embed", "heads"), use_bias=cfg.qkv_bias, **kw)
+        self.k_proj = dense(d, k * h, ("embed", "kv_heads"), use_bias=cfg.qkv_bias, **kw)
+        self.v_proj = dense(d, k * h, ("embed", "kv_heads"), use_bias=cfg.qkv_bias, **kw)
+        self.o_proj = dense(n * h, d, ("heads", "embed"), **kw)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(h, cfg.rms_norm_eps, param_dtype=cfg.param_dtype)
+            self.k_norm = RMSNorm(h, cfg.rms_norm_eps, param_dtype=cfg.param_dtype)
+
+    def __call__(
+        self, x_bld: jax.Array, cos: jax.Array, sin: jax.Array, mask_bl: jax.Array
+    ) -> jax.Array:
+        cfg = self.cfg
+        q_blnh = split_heads(self.q_proj(x_bld), cfg.num_heads)
+        k_blkh = split_heads(self.k_proj(x_bld), cfg.num_kv_heads)
+        v_blkh = split_heads(self.v_proj(x_bld), cfg.num_kv_heads)
+        if cfg.qk_norm:
+            q_blnh, k_blkh = self.q_norm(q_blnh), self.k_norm(k_blkh)
+        q_blnh, k_blkh = apply_rope(q_blnh, cos, sin), apply_rope(k_blkh, cos, sin)
+        out_blnh = attend(q_blnh, k_blkh, v_blkh, mask_bl, causal=True, impl=cfg.attention_impl)
+        return self.o_proj(merge_heads(out_blnh))
+
+
+class DecoderLayer(nnx.Module):
+    """Pre-norm block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
+
+    def __init__(self, cfg: DecoderConfig, *, rngs: nnx.Rngs) -> None:
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.param_dtype)
+        self.self_attn = DecoderAttention(cfg, rngs=rngs)
+        self.post_attention_layernorm = RMSNorm(
+            cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.param_dtype
+        )
+        self.mlp = SwiGLU(
+            cfg.hidden_size, cfg.intermediate_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+            rngs=rngs,
+        )
+
+    def __call__(
+        self, x_bld: jax.Array, cos: jax.Array, sin: jax.Array, mask_bl: jax.Array
+    ) -> jax.Array:
+        x_bld = x_bld + self.self_attn(self.input_layernorm(x_bld), cos, sin, mask_bl)
+        return x_bld + self.mlp(self.post_attention_layernorm(x_bld))
+
+
+class Decoder(nnx.Module):
+    """Causal LM body with optional LM head (tied to ``embed_tokens`` or separate)."""
+
+    def __init__(self, cfg: DecoderConfig, *, rngs: nnx.Rngs) -> None:
+        self.cfg = cfg
+        self.embed_tokens = nnx.Embed(
+            cfg.vocab_size,
+            cfg.hidden_size,
+            dtype=jnp.dtype(cfg.dtype),
+            param_dtype=jnp.dtype(cfg.param_dtype),
+            embedding_init=nnx.with_partitioning(nnx.initializers.normal(0.02), ("vocab", "embed")),
+            rngs=rngs,
+        )
+        self.layers = nnx.List([DecoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.param_dtype)
+        if cfg.has_lm_head and not cfg.tie_word_embeddings:
+            self.lm_head = dense(
+                cfg.hidden_size, cfg.vocab_size, ("embed", "vocab"), dtype=cfg.dtype,
+                param_dtype=cfg.param_dtype, rngs=rngs,
+            )
+
+    def embed(self, input_ids_bl: jax.Array) -> jax.Array:
+        """Token embeddings ``[B, L, D]`` (the input the reranker splices slots into)."""
+        return self.embed_tokens(input_ids_bl)
+
+    def __call__(
+        self,
+        input_ids_bl: jax.Array | None = None,
+        *,
+        inputs_embeds_bld: jax.Array | None = None,
+        attention_mask_bl: jax.Array | None = None,
+        return_logits: bool = False,
+    ) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """Runs the decoder.
+
+        Args:
+            input_ids_bl: token ids ``[B, L]`` (exactly one of ids / embeddings).
+            inputs_embeds_bld: input embeddings ``[B, L, D]``.
+            attention_mask_bl: 1 for real tokens, 0 for padding (left or right), ``[B, L]``.
+            return_logits: also return logits ``[B, L, V]`` in fp32.
+
+        Returns:
+            final hidden states ``[B, L, D]`` (after the final norm), and logits if asked.
+        """
+        cfg = self.cfg
+        if (input_ids_bl is None) == (inputs_embeds_bld is None):
+            raise ValueError("pass exactly one of input_ids_bl and inputs_embeds_bld")
+        x_bld = self.embed(input_ids_bl) if inputs_embeds_bld is None else inputs_embeds_bld
+        x_bld = x_bld.astype(jnp.dtype(cfg.dtype))
+        if attention_mask_bl is None:
+            attention_mask_bl = jnp.ones(x_bld.shape[:2], jnp.int32)
+        cos, sin = rope_cos_sin(positions_from_mask(attention_mask_bl), cfg.head_dim, cfg.rope_theta)
+        for layer in self.layers:
+            if cfg.remat:
+                x_bld = nnx.remat(lambda lyr, *a: lyr(*a))(layer, x_bld, cos, sin, attention_mask_bl)
+            else:
+                x_bld = layer(x_bld, cos, sin, attention_mask_bl)
+        hidden_bld = self.norm(x_bld)
+        if not return_logits:
+            return hidden_bld
+        return hidden_bld, self.logits(hidden_bld)
+
+    def logits(self, hidden_bld: jax.Array) -> jax.Array:
+        """LM logits ``[B, L, V]`` in fp32 from final hidden states."""
+        if not self.cfg.has_lm_head:
+            raise ValueError("this backbone was loaded without an LM head (embedding checkpoint)")
+        if self.cfg.tie_word_embeddings:
+            return self.embed_tokens.attend(hidden_bld).astype(jnp.float32)
+        return self.lm_head(hidden_bld).astype(jnp.float32)

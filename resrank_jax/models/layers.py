@@ -1,0 +1,145 @@
+"""Building blocks shared by the backbones: linear layers with logical axes, RMSNorm, RoPE,
+SwiGLU and attention.
+
+Shape letters: B batch, L length (T query / S key), D model width, N query heads, K kv heads,
+H head dim, F feed-forward width.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from resrank_jax.models.config import AttentionImpl
+
+
+def dense(
+    in_features: int,
+    out_features: int,
+    axes: tuple[str, str],
+    *,
+    use_bias: bool = False,
+    dtype: str,
+    param_dtype: str,
+    rngs: nnx.Rngs,
+) -> nnx.Linear:
+    """An ``nnx.Linear`` whose kernel ``[in, out]`` and bias ``[out]`` carry logical axes."""
+    return nnx.Linear(
+        in_features,
+        out_features,
+        use_bias=use_bias,
+        dtype=jnp.dtype(dtype),
+        param_dtype=jnp.dtype(param_dtype),
+        kernel_init=nnx.with_partitioning(nnx.initializers.normal(0.02), axes),
+        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (axes[1],)),
+        rngs=rngs,
+    )
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm over the last axis, computed in fp32 (HF Llama/Qwen semantics)."""
+
+    def __init__(self, dim: int, eps: float, *, param_dtype: str) -> None:
+        self.eps = eps
+        self.weight = nnx.Param(
+            jnp.ones((dim,), jnp.dtype(param_dtype)), out_sharding=("norm",)
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.weight[...].astype(x.dtype) * x32.astype(x.dtype)
+
+
+def positions_from_mask(mask_bl: jax.Array) -> jax.Array:
+    """Token positions ``[B, L]`` that count only real tokens (left or right padding)."""
+    return jnp.maximum(jnp.cumsum(mask_bl.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def rope_cos_sin(
+    positions_bl: jax.Array, head_dim: int, theta: float
+) -> tuple[jax.Array, jax.Array]:
+    """RoPE tables ``[B, L, 1, H]`` in fp32 (HF's ``rotate_half`` layout)."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = positions_bl.astype(jnp.float32)[..., None] * inv_freq  # [B, L, H/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x_blnh: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotates ``x [B, L, N, H]`` by the RoPE tables of ``rope_cos_sin``."""
+    half = x_blnh.shape[-1] // 2
+    x32 = x_blnh.astype(jnp.float32)
+    rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+    return (x32 * cos + rotated * sin).astype(x_blnh.dtype)
+
+
+def attention_mask(key_mask_bs: jax.Array, causal: bool) -> jax.Array:
+    """Boolean mask ``[B, 1, T, S]`` (T == S) that keeps real keys, and the past when causal."""
+    length = key_mask_bs.shape[-1]
+    mask = key_mask_bs.astype(bool)[:, None, None, :]
+    if causal:
+        mask = mask & jnp.tril(jnp.ones((length, length), bool))[None, None]
+    return mask
+
+
+def reference_attention(
+    q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array, mask_b1ts: jax.Array
+) -> jax.Array:
+    """Plain softmax attention with GQA, fp32 softmax; the reference for the fused paths."""
+    n, k = q_btnh.shape[2], k_bskh.shape[2]
+    k_bsnh = jnp.repeat(k_bskh, n // k, axis=2)
+    v_bsnh = jnp.repeat(v_bskh, n // k, axis=2)
+    scale = q_btnh.shape[-1] ** -0.5
+    logits = jnp.einsum("btnh,bsnh->bnts", q_btnh, k_bsnh).astype(jnp.float32) * scale
+    logits = jnp.where(mask_b1ts, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v_bsnh.dtype)
+    return jnp.einsum("bnts,bsnh->btnh", probs, v_bsnh)
+
+
+def attend(
+    q_btnh: jax.Array,
+    k_bskh: jax.Array,
+    v_bskh: jax.Array,
+    key_mask_bs: jax.Array,
+    *,
+    causal: bool,
+    impl: AttentionImpl,
+) -> jax.Array:
+    """Multi-head attention with padding mask; GQA when K < N. Returns ``[B, T, N, H]``.
+
+    ``xla`` and ``cudnn`` go through ``jax.nn.dot_product_attention``; ``reference`` is the
+    plain einsum path the tests compare against. Query rows of padding tokens see no key and
+    come out as the mean of the values (finite, never NaN); callers ignore them.
+    """
+    mask = attention_mask(key_mask_bs, causal)
+    if impl == "reference":
+        return reference_attention(q_btnh, k_bskh, v_bskh, mask)
+    return jax.nn.dot_product_attention(q_btnh, k_bskh, v_bskh, mask=mask, implementation=impl)
+
+
+class SwiGLU(nnx.Module):
+    """``down(silu(gate(x)) * up(x))`` with HF names."""
+
+    def __init__(self, d: int, f: int, *, dtype: str, param_dtype: str, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.gate_proj = dense(d, f, ("embed", "mlp"), **kw)
+        self.up_proj = dense(d, f, ("embed", "mlp"), **kw)
+        self.down_proj = dense(f, d, ("mlp", "embed"), **kw)
+
+    def __call__(self, x_bld: jax.Array) -> jax.Array:
+        return self.down_proj(jax.nn.silu(self.gate_proj(x_bld)) * self.up_proj(x_bld))
+
+
+def split_heads(x_blf: jax.Array, heads: int) -> jax.Array:
+    """``[B, L, heads*H] -> [B, L, heads, H]``."""
+    b, length, f = x_blf.shape
+    return x_blf.reshape(b, length, heads, f // heads)
+
+
+def merge_heads(x_blnh: jax.Array) -> jax.Array:
+    """``[B, L, N, H] -> [B, L, N*H]``."""
+    b, length, n, h = x_blnh.shape
+    return x_blnh.reshape(b, length, n * h)
+

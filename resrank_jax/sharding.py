@@ -1,0 +1,69 @@
+"""Device mesh and the one table that maps logical axis names to mesh axes.
+
+Every parameter in resrank_jax carries logical axis names (``("embed", "mlp")`` ...).
+``LOGICAL_AXIS_RULES`` is the only place that says which mesh axis each name is split over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# logical name -> mesh axis (or tuple of axes, or None = replicated)
+LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("norm", None),
+    ("position", None),
+)
+
+
+def make_mesh(shape: Sequence[int] = (-1, 1, 1), devices: Sequence | None = None) -> Mesh:
+    """Builds a ``(data, fsdp, tensor)`` mesh; one entry of ``shape`` may be -1 (fills the rest).
+
+    Raises:
+        ValueError: when the shape does not divide the number of devices.
+    """
+    devices = list(devices if devices is not None else jax.devices())
+    n = len(devices)
+    shape = list(shape)
+    if len(shape) != len(MESH_AXES):
+        raise ValueError(f"mesh shape {shape} must have {len(MESH_AXES)} entries {MESH_AXES}")
+    if shape.count(-1) > 1:
+        raise ValueError(f"mesh shape {shape}: at most one entry may be -1")
+    if any(s == 0 or s < -1 for s in shape):
+        raise ValueError(f"mesh shape {shape}: entries must be positive or -1")
+    known = int(np.prod([s for s in shape if s != -1]))
+    if -1 in shape:
+        if n % known:
+            raise ValueError(f"mesh shape {shape} does not divide the {n} devices")
+        shape[shape.index(-1)] = n // known
+    if int(np.prod(shape)) != n:
+        raise ValueError(f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, have {n}")
+    return jax.make_mesh(
+        tuple(shape), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices
+    )
+
+
+def logical_to_spec(names: Sequence[str | None]) -> PartitionSpec:
+    """Maps logical axis names to a ``PartitionSpec`` with ``LOGICAL_AXIS_RULES``."""
+    rules = dict(LOGICAL_AXIS_RULES)
+    unknown = [n for n in names if n is not None and n not in rules]
+    if unknown:
+        raise KeyError(f"logical axis names {unknown} are not in LOGICAL_AXIS_RULES")
+    return PartitionSpec(*(rules[n] if n is not None else None for n in names))
+
+
+def named_sharding(mesh: Mesh, names: Sequence[str | None]) -> NamedSharding:
+    """``NamedSharding`` of an array whose axes carry the logical ``names``."""
+    return NamedSharding(mesh, logical_to_spec(names))
