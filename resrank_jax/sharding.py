@@ -67,3 +67,20 @@ def logical_to_spec(names: Sequence[str | None]) -> PartitionSpec:
 def named_sharding(mesh: Mesh, names: Sequence[str | None]) -> NamedSharding:
     """``NamedSharding`` of an array whose axes carry the logical ``names``."""
     return NamedSharding(mesh, logical_to_spec(names))
+
+
+def fit_sharding(sharding: NamedSharding, shape: Sequence[int]) -> NamedSharding:
+    """Drops the mesh axes of ``sharding`` that do not divide the matching array dimension.
+
+    A vocabulary of 30,522 (BERT) cannot be split 4 ways; that dimension is replicated instead
+    of failing, the other dimensions keep their split.
+    """
+    mesh, fitted = sharding.mesh, []
+    for i, entry in enumerate(tuple(sharding.spec) + (None,) * (len(shape) - len(sharding.spec))):
+        axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
+        kept = []
+        for axis in axes:
+            if shape[i] % (int(np.prod([mesh.shape[a] for a in kept])) * mesh.shape[axis]) == 0:
+                kept.append(axis)
+        fitted.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
+    return NamedSharding(mesh, PartitionSpec(*fitted))

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from resrank_jax.models.config import BertConfig
-from resrank_jax.models.layers import attend, dense, merge_heads, split_heads
+from resrank_jax.models.layers import attend, dense, merge_heads, partitioned, split_heads
 
 
 def _layer_norm(d: int, eps: float, param_dtype: str, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -19,8 +19,8 @@ def _layer_norm(d: int, eps: float, param_dtype: str, rngs: nnx.Rngs) -> nnx.Lay
         d,
         epsilon=eps,
         param_dtype=jnp.dtype(param_dtype),
-        scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("norm",)),
-        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("norm",)),
+        scale_init=partitioned(nnx.initializers.ones_init(), ("norm",)),
+        bias_init=partitioned(nnx.initializers.zeros_init(), ("norm",)),
         rngs=rngs,
     )
 
@@ -31,7 +31,7 @@ def _embed(n: int, d: int, axes: tuple[str, str], cfg: BertConfig, rngs: nnx.Rng
         d,
         dtype=jnp.dtype(cfg.dtype),
         param_dtype=jnp.dtype(cfg.param_dtype),
-        embedding_init=nnx.with_partitioning(nnx.initializers.normal(0.02), axes),
+        embedding_init=partitioned(nnx.initializers.normal(0.02), axes),
         rngs=rngs,
     )
 

@@ -19,6 +19,7 @@ from resrank_jax.models.layers import (
     attend,
     dense,
     merge_heads,
+    partitioned,
     positions_from_mask,
     rope_cos_sin,
     split_heads,
@@ -85,7 +86,7 @@ class Decoder(nnx.Module):
             cfg.hidden_size,
             dtype=jnp.dtype(cfg.dtype),
             param_dtype=jnp.dtype(cfg.param_dtype),
-            embedding_init=nnx.with_partitioning(nnx.initializers.normal(0.02), ("vocab", "embed")),
+            embedding_init=partitioned(nnx.initializers.normal(0.02), ("vocab", "embed")),
             rngs=rngs,
         )
         self.layers = nnx.List([DecoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])

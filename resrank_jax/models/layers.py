@@ -14,6 +14,12 @@ from flax import nnx
 from resrank_jax.models.config import AttentionImpl
 
 
+def partitioned(init: nnx.Initializer, axes: tuple[str, ...]) -> nnx.Initializer:
+    """``init`` whose params carry logical ``axes``; placement happens in ``models.build``
+    (jit with explicit ``out_shardings``), not eagerly at construction."""
+    return nnx.with_partitioning(init, axes, eager_sharding=False)
+
+
 def dense(
     in_features: int,
     out_features: int,
@@ -31,8 +37,8 @@ def dense(
         use_bias=use_bias,
         dtype=jnp.dtype(dtype),
         param_dtype=jnp.dtype(param_dtype),
-        kernel_init=nnx.with_partitioning(nnx.initializers.normal(0.02), axes),
-        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (axes[1],)),
+        kernel_init=partitioned(nnx.initializers.normal(0.02), axes),
+        bias_init=partitioned(nnx.initializers.zeros_init(), (axes[1],)),
         rngs=rngs,
     )
 
@@ -43,7 +49,7 @@ class RMSNorm(nnx.Module):
     def __init__(self, dim: int, eps: float, *, param_dtype: str) -> None:
         self.eps = eps
         self.weight = nnx.Param(
-            jnp.ones((dim,), jnp.dtype(param_dtype)), out_sharding=("norm",)
+            jnp.ones((dim,), jnp.dtype(param_dtype)), out_sharding=("norm",), eager_sharding=False
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -1,0 +1,44 @@
+"""Published Qwen3 sizes: parameter counts from eval_shape (no memory allocated)."""
+
+import pytest
+
+from resrank_jax.models.build import param_count
+from resrank_jax.models.config import PRESETS
+
+# (total, non-embedding) in billions as published on the model cards, with their precision.
+PUBLISHED = {
+    "qwen3-0.6b": ("0.6", "0.44"),
+    "qwen3-1.7b": ("1.7", "1.4"),
+    "qwen3-4b": ("4.0", "3.6"),
+    "qwen3-8b": ("8.2", "6.95"),
+    "qwen3-embedding-0.6b": ("0.6", None),
+    "qwen3-embedding-4b": ("4", None),
+    "qwen3-embedding-8b": ("8", None),
+}
+
+
+def _matches(count: int, published: str) -> bool:
+    decimals = len(published.split(".")[1]) if "." in published else 0
+    return round(count / 1e9, decimals) == float(published)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_parameter_count_matches_published(name):
+    cfg = PRESETS[name]
+    total = param_count(cfg)
+    published_total, published_non_embedding = PUBLISHED[name]
+    assert _matches(total, published_total), f"{name}: {total:,} vs {published_total}B"
+    if published_non_embedding:
+        heads = 1 if cfg.tie_word_embeddings else 2
+        non_embedding = total - heads * cfg.vocab_size * cfg.hidden_size
+        assert _matches(non_embedding, published_non_embedding), f"{name}: {non_embedding:,}"
+
+
+def test_exact_count_qwen3_0_6b():
+    # 28 layers x 15,730,944 + final norm 1,024 + embeddings 151,936 x 1,024 (tied head)
+    assert param_count(PRESETS["qwen3-0.6b"]) == 596_049_920
+
+
+def test_embedding_presets_have_no_lm_head():
+    assert not PRESETS["qwen3-embedding-8b"].has_lm_head
+    assert param_count(PRESETS["qwen3-8b"]) - param_count(PRESETS["qwen3-embedding-8b"]) == 151936 * 4096

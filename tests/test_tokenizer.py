@@ -1,0 +1,78 @@
+"""Tokenizer checks at load time: EOS/pad present, pooling token appended, padding side."""
+
+import warnings
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+from resrank_jax.tokenizer import TextTokenizer, TokenizerCheckError
+
+WORDS = ["<pad>", "<eos>", "<unk>", "[CLS]", "[SEP]", "a", "man", "is", "eating", "food", "."]
+
+
+def word_tokenizer(*, append_eos=False, bert=False, **special):
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(" ", "removed")
+    if append_eos:
+        tok.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", 1)])
+    if bert:
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 3), ("[SEP]", 4)]
+        )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **special)
+
+
+def test_last_token_pooling_appends_eos_and_pads_left():
+    tok = TextTokenizer(word_tokenizer(eos_token="<eos>", pad_token="<pad>"), pooling="last")
+    batch = tok.encode(["a man is eating food .", "a man"])
+    assert tok.padding_side == "left"
+    np.testing.assert_array_equal(batch.input_ids[:, -1], [1, 1])
+    np.testing.assert_array_equal(batch.input_ids[1], [0, 0, 0, 0, 5, 6, 1])
+    np.testing.assert_array_equal(batch.attention_mask[1], [0, 0, 0, 0, 1, 1, 1])
+
+
+def test_missing_eos_is_an_error():
+    with pytest.raises(TokenizerCheckError, match="no EOS"):
+        TextTokenizer(word_tokenizer(pad_token="<pad>"), pooling="last")
+
+
+def test_missing_pad_is_an_error_unless_given():
+    with pytest.raises(TokenizerCheckError, match="no pad token"):
+        TextTokenizer(word_tokenizer(eos_token="<eos>"), pooling="last")
+    tok = TextTokenizer(word_tokenizer(eos_token="<eos>"), pooling="last", pad_token="<eos>")
+    assert tok.pad_id == 1
+
+
+def test_tokenizer_that_appends_eos_itself_is_rejected():
+    with pytest.raises(TokenizerCheckError, match="already appends EOS"):
+        TextTokenizer(word_tokenizer(append_eos=True, eos_token="<eos>", pad_token="<pad>"), pooling="last")
+
+
+def test_mean_pooling_needs_cls_and_sep():
+    with pytest.raises(TokenizerCheckError, match=r"\[CLS\] ... \[SEP\]"):
+        TextTokenizer(word_tokenizer(pad_token="<pad>", cls_token="[CLS]", sep_token="[SEP]"), pooling="mean")
+    tok = TextTokenizer(
+        word_tokenizer(bert=True, pad_token="<pad>", cls_token="[CLS]", sep_token="[SEP]"), pooling="mean"
+    )
+    assert tok.padding_side == "right"
+    np.testing.assert_array_equal(tok.encode(["a man", "a"]).input_ids[1], [3, 5, 4, 0])
+
+
+def test_truncation_keeps_the_pooling_token_counts_and_warns_once():
+    tok = TextTokenizer(word_tokenizer(eos_token="<eos>", pad_token="<pad>"), pooling="last")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batch = tok.encode(["a man is eating food .", "a man", "man is eating food"], max_length=4)
+        tok.encode(["a man is eating food ."], max_length=4)
+    assert batch.num_truncated == 2
+    np.testing.assert_array_equal(batch.input_ids[0], [5, 6, 7, 1])
+    assert len([w for w in caught if "truncated" in str(w.message)]) == 1
+
+
+def test_pad_to_static_length():
+    tok = TextTokenizer(word_tokenizer(eos_token="<eos>", pad_token="<pad>"), pooling="last")
+    assert tok.encode(["a"], pad_to=8).input_ids.shape == (1, 8)
+    with pytest.raises(ValueError, match="pad_to=2"):
+        tok.encode(["a man is"], pad_to=2)
