@@ -40,7 +40,7 @@ format: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 bench: install
-	$(BIN)/python benchmarks/forward_parity_speed.py
+	$(BIN)/python benchmarks/forward_vs_torch.py
 
 clean:
 	rm -rf $(VENV)

@@ -102,11 +102,11 @@ class TextTokenizer:
         """
         rows = self._raw_ids(texts)
         if self.pooling == "last":
-            rows = [r + [self.eos_id] for r in rows]
+            rows = [[*r, self.eos_id] for r in rows]
         truncated = 0
         for i, r in enumerate(rows):
             if len(r) > max_length:
-                rows[i] = r[: max_length - 1] + [r[-1]]
+                rows[i] = [*r[: max_length - 1], r[-1]]
                 truncated += 1
         if truncated and not self._warned_truncation:
             warnings.warn(

@@ -34,7 +34,9 @@ def test_missing_tensor_is_named(qwen3_dir, tmp_path):
     bad = _copy_with_tensors(
         qwen3_dir, tmp_path / "bad", lambda t: t.pop("model.layers.1.self_attn.k_norm.weight")
     )
-    with pytest.raises(CheckpointKeyError, match=r"missing tensors \['model.layers.1.self_attn.k_norm.weight'\]"):
+    with pytest.raises(
+        CheckpointKeyError, match=r"missing tensors \['model.layers.1.self_attn.k_norm.weight'\]"
+    ):
         load_backbone(bad)
 
 
@@ -43,7 +45,9 @@ def test_extra_tensor_is_named(qwen3_dir, tmp_path):
         t["model.layers.0.mlp.extra_proj.weight"] = np.zeros((2, 2), np.float32)
 
     bad = _copy_with_tensors(qwen3_dir, tmp_path / "bad", add)
-    with pytest.raises(CheckpointKeyError, match=r"unexpected tensors \['model.layers.0.mlp.extra_proj.weight'\]"):
+    with pytest.raises(
+        CheckpointKeyError, match=r"unexpected tensors \['model.layers.0.mlp.extra_proj.weight'\]"
+    ):
         load_backbone(bad)
 
 

@@ -22,7 +22,7 @@ def pair(request, tmp_path_factory):
 
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_hidden_and_logits_match_hf(pair, side):
-    family, hf_model, model = pair
+    _family, hf_model, model = pair
     ids, mask = padded_batch(97, [9, 5, 1], side)
     ref_h, ref_logits = hf_forward(hf_model, ids, mask)
     h, logits = model(jnp.asarray(ids), attention_mask_bl=jnp.asarray(mask), return_logits=True)

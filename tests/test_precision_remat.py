@@ -9,8 +9,15 @@ from resrank_jax import init_backbone
 from resrank_jax.models.config import DecoderConfig
 
 CFG = DecoderConfig(
-    family="qwen3", vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2,
-    num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True,
+    family="qwen3",
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    qk_norm=True,
 )
 IDS = jnp.asarray(np.random.default_rng(0).integers(0, 64, (2, 6)), jnp.int32)
 PROBE = jnp.asarray(np.random.default_rng(1).normal(size=(2, 6, 32)), jnp.float32)

@@ -41,4 +41,7 @@ def test_exact_count_qwen3_0_6b():
 
 def test_embedding_presets_have_no_lm_head():
     assert not PRESETS["qwen3-embedding-8b"].has_lm_head
-    assert param_count(PRESETS["qwen3-8b"]) - param_count(PRESETS["qwen3-embedding-8b"]) == 151936 * 4096
+    assert (
+        param_count(PRESETS["qwen3-8b"]) - param_count(PRESETS["qwen3-embedding-8b"])
+        == 151936 * 4096
+    )

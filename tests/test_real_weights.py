@@ -9,6 +9,8 @@ from resrank_jax.hf.packaged import packaged_weights
 from resrank_jax.models.pooling import l2_normalize, pool
 
 pytestmark = pytest.mark.torch
+
+
 # Fixed tolerance. The tiny random configs use atol=1e-4 alone. A 30-layer real model has
 # hidden values up to ~50 (one fp32 ulp there is 4e-6) and its rounding differences spread to
 # every logit, so real-weight parity is judged relative to the tensor's scale:
@@ -20,7 +22,11 @@ def assert_close_to_scale(actual, desired, atol=1e-4, rtol_of_scale=1e-5):
     assert worst <= bound, f"max abs difference {worst:.3g} exceeds {bound:.3g}"
 
 
-SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
+SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +58,9 @@ def test_minilm_mean_pooled_cosine_is_published_value(minilm):
     _, model, tok = minilm
     batch = tok.encode(SENTENCES[:2])
     mask = jnp.asarray(batch.attention_mask)
-    emb = l2_normalize(pool(model(jnp.asarray(batch.input_ids), attention_mask_bl=mask), mask, "mean"))
+    emb = l2_normalize(
+        pool(model(jnp.asarray(batch.input_ids), attention_mask_bl=mask), mask, "mean")
+    )
     cosine = float(emb[0] @ emb[1])
     assert round(cosine, 4) == 0.7553
 
@@ -100,3 +108,29 @@ def test_smollm2_gguf_matches_transformers_gguf_loader(smollm2):
     ref_h, ref_logits = out.hidden_states[-1].numpy(), out.logits.numpy()
     assert_close_to_scale(np.asarray(h)[real], ref_h[real])
     assert_close_to_scale(np.asarray(logits)[real], ref_logits[real])
+
+
+def test_minilm_export_round_trip(minilm, tmp_path):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from resrank_jax import export_hf
+
+    _, model, tok = minilm
+    export_hf(model, tmp_path, tokenizer=tok)
+    reloaded = AutoModel.from_pretrained(str(tmp_path)).eval()
+    ref_tok = AutoTokenizer.from_pretrained(str(tmp_path))
+    batch = tok.encode(SENTENCES)
+    ref_batch = ref_tok(SENTENCES, padding=True, return_tensors="pt")
+    np.testing.assert_array_equal(ref_batch["input_ids"].numpy(), batch.input_ids)
+    with torch.no_grad():
+        out = reloaded(**ref_batch)
+    mask = jnp.asarray(batch.attention_mask)
+    hidden = model(jnp.asarray(batch.input_ids), attention_mask_bl=mask)
+    real = batch.attention_mask.astype(bool)
+    np.testing.assert_allclose(
+        np.asarray(hidden)[real], out.last_hidden_state.numpy()[real], atol=1e-4, rtol=0
+    )
+    np.testing.assert_allclose(
+        np.asarray(model.pooled(hidden)), out.pooler_output.numpy(), atol=1e-4, rtol=0
+    )

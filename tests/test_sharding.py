@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from resrank_jax import init_backbone, load_backbone, make_mesh
 from resrank_jax.models.build import flat_params
@@ -68,19 +69,27 @@ def test_params_follow_rules_and_sharded_forward_matches(tmp_path):
         ), (path, sharding.spec)
     ids, mask = padded_batch(97, [9, 5, 1, 7, 3, 2, 8, 4], "left")
     batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
-    h_sharded, logits_sharded = jax.jit(lambda m, i, k: m(i, attention_mask_bl=k, return_logits=True))(
-        sharded, jax.device_put(ids, batch_sharding), jax.device_put(mask, batch_sharding)
-    )
+    h_sharded, logits_sharded = jax.jit(
+        lambda m, i, k: m(i, attention_mask_bl=k, return_logits=True)
+    )(sharded, jax.device_put(ids, batch_sharding), jax.device_put(mask, batch_sharding))
     h, logits = single(jnp.asarray(ids), attention_mask_bl=jnp.asarray(mask), return_logits=True)
     real = mask.astype(bool)
     np.testing.assert_allclose(np.asarray(h_sharded)[real], np.asarray(h)[real], atol=1e-5, rtol=0)
-    np.testing.assert_allclose(np.asarray(logits_sharded)[real], np.asarray(logits)[real], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(logits_sharded)[real], np.asarray(logits)[real], atol=1e-5, rtol=0
+    )
 
 
 def test_init_backbone_is_born_sharded():
     cfg = DecoderConfig(
-        family="llama", vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=1,
-        num_heads=4, num_kv_heads=2, head_dim=8,
+        family="llama",
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=1,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=8,
     )
     model = init_backbone(cfg, mesh=make_mesh((2, 2, 2)))
     kernel = model.layers[0].mlp.up_proj.kernel[...]

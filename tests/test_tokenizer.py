@@ -16,7 +16,9 @@ def word_tokenizer(*, append_eos=False, bert=False, **special):
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(" ", "removed")
     if append_eos:
-        tok.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", 1)])
+        tok.post_processor = processors.TemplateProcessing(
+            single="$A <eos>", special_tokens=[("<eos>", 1)]
+        )
     if bert:
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 3), ("[SEP]", 4)]
@@ -47,14 +49,19 @@ def test_missing_pad_is_an_error_unless_given():
 
 def test_tokenizer_that_appends_eos_itself_is_rejected():
     with pytest.raises(TokenizerCheckError, match="already appends EOS"):
-        TextTokenizer(word_tokenizer(append_eos=True, eos_token="<eos>", pad_token="<pad>"), pooling="last")
+        TextTokenizer(
+            word_tokenizer(append_eos=True, eos_token="<eos>", pad_token="<pad>"), pooling="last"
+        )
 
 
 def test_mean_pooling_needs_cls_and_sep():
     with pytest.raises(TokenizerCheckError, match=r"\[CLS\] ... \[SEP\]"):
-        TextTokenizer(word_tokenizer(pad_token="<pad>", cls_token="[CLS]", sep_token="[SEP]"), pooling="mean")
+        TextTokenizer(
+            word_tokenizer(pad_token="<pad>", cls_token="[CLS]", sep_token="[SEP]"), pooling="mean"
+        )
     tok = TextTokenizer(
-        word_tokenizer(bert=True, pad_token="<pad>", cls_token="[CLS]", sep_token="[SEP]"), pooling="mean"
+        word_tokenizer(bert=True, pad_token="<pad>", cls_token="[CLS]", sep_token="[SEP]"),
+        pooling="mean",
     )
     assert tok.padding_side == "right"
     np.testing.assert_array_equal(tok.encode(["a man", "a"]).input_ids[1], [3, 5, 4, 0])

@@ -6,7 +6,11 @@ from typing import Any
 
 from resrank_jax.models.config import BackboneConfig, BertConfig, DecoderConfig
 
-DECODER_TYPES = {"qwen3": "Qwen3ForCausalLM", "qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
+DECODER_TYPES = {
+    "qwen3": "Qwen3ForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "llama": "LlamaForCausalLM",
+}
 SUPPORTED_TYPES = (*DECODER_TYPES, "bert")
 
 

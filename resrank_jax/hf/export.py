@@ -27,7 +27,9 @@ def export_hf(model: Backbone, out_dir: str | Path, *, tokenizer=None) -> Path:
     params = flat_params(model)
     rules = rules_for(cfg, prefix)
     if {r.path for r in rules} != set(params):
-        raise KeyError(f"key map and model disagree: {sorted(set(params) ^ {r.path for r in rules})}")
+        raise KeyError(
+            f"key map and model disagree: {sorted(set(params) ^ {r.path for r in rules})}"
+        )
     tensors = {}
     for rule in rules:
         array = np.asarray(params[rule.path])

@@ -52,7 +52,7 @@ def hf_name(gguf_name: str) -> str:
 
 
 def unpermute_qk(w_out_in: np.ndarray, n_head: int) -> np.ndarray:
-    """Inverse of llama.cpp's ``permute``: rows ``[n_head, H/2, 2]`` back to ``[n_head, 2, H/2]``."""
+    """Inverse of llama.cpp's ``permute``: rows ``[n_head, H/2, 2]`` -> ``[n_head, 2, H/2]``."""
     rows = w_out_in.shape[0]
     return (
         w_out_in.reshape(n_head, rows // n_head // 2, 2, *w_out_in.shape[1:])
@@ -73,7 +73,8 @@ class GGUFFile:
         self.arch = self.meta("general.architecture")
         if self.arch not in _ARCHS:
             raise UnsupportedModelError(
-                f"{self.path}: GGUF architecture {self.arch!r} is not supported ({', '.join(_ARCHS)})"
+                f"{self.path}: GGUF architecture {self.arch!r} is not supported "
+                f"({', '.join(_ARCHS)})"
             )
         self._by_hf = {hf_name(t.name): t for t in self.reader.tensors}
         self.config = self._config()
@@ -85,7 +86,9 @@ class GGUFFile:
     def _config(self) -> DecoderConfig:
         a = self.arch
         d, n = self.meta(f"{a}.embedding_length"), self.meta(f"{a}.attention.head_count")
-        vocab = self.meta(f"{a}.vocab_size") or len(self.reader.fields["tokenizer.ggml.tokens"].data)
+        vocab = self.meta(f"{a}.vocab_size") or len(
+            self.reader.fields["tokenizer.ggml.tokens"].data
+        )
         return DecoderConfig(
             family=a,
             vocab_size=int(vocab),

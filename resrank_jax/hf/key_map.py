@@ -40,14 +40,18 @@ def decoder_rules(cfg: DecoderConfig, prefix: str = "model.") -> list[KeyRule]:
         hf, p = f"{prefix}layers.{i}", ("layers", i)
         rules += [
             KeyRule(f"{hf}.input_layernorm.weight", (*p, "input_layernorm", "weight")),
-            KeyRule(f"{hf}.post_attention_layernorm.weight", (*p, "post_attention_layernorm", "weight")),
+            KeyRule(
+                f"{hf}.post_attention_layernorm.weight", (*p, "post_attention_layernorm", "weight")
+            ),
         ]
         for name in ("q_proj", "k_proj", "v_proj"):
             rules += _linear(f"{hf}.self_attn.{name}", (*p, "self_attn", name), bias=cfg.qkv_bias)
         rules += _linear(f"{hf}.self_attn.o_proj", (*p, "self_attn", "o_proj"))
         if cfg.qk_norm:
             for name in ("q_norm", "k_norm"):
-                rules.append(KeyRule(f"{hf}.self_attn.{name}.weight", (*p, "self_attn", name, "weight")))
+                rules.append(
+                    KeyRule(f"{hf}.self_attn.{name}.weight", (*p, "self_attn", name, "weight"))
+                )
         for name in ("gate_proj", "up_proj", "down_proj"):
             rules += _linear(f"{hf}.mlp.{name}", (*p, "mlp", name))
     if cfg.has_lm_head and not cfg.tie_word_embeddings:
@@ -90,10 +94,15 @@ def rules_for(cfg: BackboneConfig, prefix: str) -> list[KeyRule]:
 
 def detect_prefix(cfg: BackboneConfig, hf_keys: set[str]) -> str:
     """The prefix the file puts before the body's keys (``model.``, ``bert.`` or none)."""
-    anchor = "embeddings.word_embeddings.weight" if isinstance(cfg, BertConfig) else "embed_tokens.weight"
+    anchor = (
+        "embeddings.word_embeddings.weight"
+        if isinstance(cfg, BertConfig)
+        else "embed_tokens.weight"
+    )
     prefixes = sorted(k[: -len(anchor)] for k in hf_keys if k.endswith(anchor))
     if len(prefixes) != 1:
         raise KeyError(
-            f"cannot find exactly one '{anchor}' tensor in the checkpoint (found {prefixes or 'none'})"
+            f"cannot find exactly one '{anchor}' tensor in the checkpoint "
+            f"(found {prefixes or 'none'})"
         )
     return prefixes[0]

@@ -44,9 +44,7 @@ def resolve_source(source: str | Path, revision: str | None = None) -> Path:
     raise FileNotFoundError(f"{text!r}: no such file or directory, and not an HF hub id")
 
 
-def _state_arrays(
-    cfg: BackboneConfig, tensors: Mapping[str, np.ndarray], source: str
-) -> Any:
+def _state_arrays(cfg: BackboneConfig, tensors: Mapping[str, np.ndarray], source: str) -> Any:
     """``get_array(path)`` for ``backbone_from_arrays``, after the strict key check."""
     prefix = detect_prefix(cfg, set(tensors))
     rules = rules_for(cfg, prefix)
@@ -102,7 +100,9 @@ def load_backbone(
         TokenizerCheckError: EOS/pad/pooling-token problems.
     """
     path = resolve_source(source, revision)
-    overrides = dict(dtype=dtype, param_dtype=param_dtype, remat=remat, attention_impl=attention_impl)
+    overrides = dict(
+        dtype=dtype, param_dtype=param_dtype, remat=remat, attention_impl=attention_impl
+    )
     hf_tok = None
     if path.is_file():
         if path.suffix != ".gguf":
@@ -118,9 +118,15 @@ def load_backbone(
         hf_config = json.loads(config_file.read_text())
         tensors = SafetensorsDir(path)
         cfg = config_from_hf(hf_config, **overrides)
-        if not isinstance(cfg, BertConfig) and "lm_head.weight" not in tensors and not cfg.tie_word_embeddings:
+        if (
+            not isinstance(cfg, BertConfig)
+            and "lm_head.weight" not in tensors
+            and not cfg.tie_word_embeddings
+        ):
             cfg = cfg.replace(has_lm_head=False)  # embedding checkpoint (e.g. Qwen3-Embedding)
-        if isinstance(cfg, BertConfig) and not any(k.endswith("pooler.dense.weight") for k in tensors):
+        if isinstance(cfg, BertConfig) and not any(
+            k.endswith("pooler.dense.weight") for k in tensors
+        ):
             cfg = cfg.replace(add_pooler=False)
         if (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists():
             from transformers import AutoTokenizer

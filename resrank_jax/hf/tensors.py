@@ -36,15 +36,21 @@ class SafetensorsDir(Mapping[str, np.ndarray]):
             with safe_open(single, framework="numpy") as f:
                 self._file_of = {k: single for k in f.keys()}  # noqa: SIM118
         else:
-            pickles = sorted(p.name for p in self.directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+            pickles = sorted(
+                p.name for p in self.directory.iterdir() if p.suffix in PICKLE_SUFFIXES
+            )
             hint = (
                 f" It has {pickles}: resrank_jax never unpickles weights; convert them to "
-                "safetensors first." if pickles else ""
+                "safetensors first."
+                if pickles
+                else ""
             )
             raise FileNotFoundError(f"no model.safetensors(.index.json) in {self.directory}.{hint}")
         missing_files = sorted({str(p) for p in self._file_of.values() if not p.exists()})
         if missing_files:
-            raise FileNotFoundError(f"safetensors shards listed in the index are missing: {missing_files}")
+            raise FileNotFoundError(
+                f"safetensors shards listed in the index are missing: {missing_files}"
+            )
 
     def __getitem__(self, key: str) -> np.ndarray:
         with safe_open(self._file_of[key], framework="numpy") as f:

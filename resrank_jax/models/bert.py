@@ -75,13 +75,20 @@ class Bert(nnx.Module):
         self.position_embeddings = _embed(
             cfg.max_position_embeddings, d, ("position", "embed"), cfg, rngs
         )
-        self.token_type_embeddings = _embed(cfg.type_vocab_size, d, ("position", "embed"), cfg, rngs)
+        self.token_type_embeddings = _embed(
+            cfg.type_vocab_size, d, ("position", "embed"), cfg, rngs
+        )
         self.embeddings_norm = _layer_norm(d, cfg.layer_norm_eps, cfg.param_dtype, rngs)
         self.layers = nnx.List([BertLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
         if cfg.add_pooler:
             self.pooler = dense(
-                d, d, ("embed", "heads"), use_bias=True, dtype=cfg.dtype,
-                param_dtype=cfg.param_dtype, rngs=rngs,
+                d,
+                d,
+                ("embed", "heads"),
+                use_bias=True,
+                dtype=cfg.dtype,
+                param_dtype=cfg.param_dtype,
+                rngs=rngs,
             )
 
     def __call__(

@@ -86,7 +86,9 @@ def backbone_from_arrays(
     for path, var in nnx.to_flat_state(state):
         array = np.asarray(get_array(path))
         if array.shape != tuple(var.shape):
-            raise ValueError(f"param {'/'.join(map(str, path))}: shape {array.shape}, expected {var.shape}")
+            raise ValueError(
+                f"param {'/'.join(map(str, path))}: shape {array.shape}, expected {var.shape}"
+            )
         sharding = flat_shardings[path]
         sharding = sharding.get_value() if isinstance(sharding, nnx.Variable) else sharding
         node = pure

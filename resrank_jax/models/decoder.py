@@ -59,13 +59,18 @@ class DecoderLayer(nnx.Module):
     """Pre-norm block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
 
     def __init__(self, cfg: DecoderConfig, *, rngs: nnx.Rngs) -> None:
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.param_dtype)
+        self.input_layernorm = RMSNorm(
+            cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.param_dtype
+        )
         self.self_attn = DecoderAttention(cfg, rngs=rngs)
         self.post_attention_layernorm = RMSNorm(
             cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.param_dtype
         )
         self.mlp = SwiGLU(
-            cfg.hidden_size, cfg.intermediate_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            dtype=cfg.dtype,
+            param_dtype=cfg.param_dtype,
             rngs=rngs,
         )
 
@@ -93,8 +98,12 @@ class Decoder(nnx.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.param_dtype)
         if cfg.has_lm_head and not cfg.tie_word_embeddings:
             self.lm_head = dense(
-                cfg.hidden_size, cfg.vocab_size, ("embed", "vocab"), dtype=cfg.dtype,
-                param_dtype=cfg.param_dtype, rngs=rngs,
+                cfg.hidden_size,
+                cfg.vocab_size,
+                ("embed", "vocab"),
+                dtype=cfg.dtype,
+                param_dtype=cfg.param_dtype,
+                rngs=rngs,
             )
 
     def embed(self, input_ids_bl: jax.Array) -> jax.Array:
@@ -127,10 +136,14 @@ class Decoder(nnx.Module):
         x_bld = x_bld.astype(jnp.dtype(cfg.dtype))
         if attention_mask_bl is None:
             attention_mask_bl = jnp.ones(x_bld.shape[:2], jnp.int32)
-        cos, sin = rope_cos_sin(positions_from_mask(attention_mask_bl), cfg.head_dim, cfg.rope_theta)
+        cos, sin = rope_cos_sin(
+            positions_from_mask(attention_mask_bl), cfg.head_dim, cfg.rope_theta
+        )
         for layer in self.layers:
             if cfg.remat:
-                x_bld = nnx.remat(lambda lyr, *a: lyr(*a))(layer, x_bld, cos, sin, attention_mask_bl)
+                x_bld = nnx.remat(lambda lyr, *a: lyr(*a))(
+                    layer, x_bld, cos, sin, attention_mask_bl
+                )
             else:
                 x_bld = layer(x_bld, cos, sin, attention_mask_bl)
         hidden_bld = self.norm(x_bld)

@@ -148,4 +148,3 @@ def merge_heads(x_blnh: jax.Array) -> jax.Array:
     """``[B, L, N, H] -> [B, L, N*H]``."""
     b, length, n, h = x_blnh.shape
     return x_blnh.reshape(b, length, n * h)
-
