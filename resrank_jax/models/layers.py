@@ -119,10 +119,14 @@ def attend(
     plain einsum path the tests compare against. Query rows of padding tokens see no key and
     come out as the mean of the values (finite, never NaN); callers ignore them.
     """
-    mask = attention_mask(key_mask_bs, causal)
     if impl == "reference":
-        return reference_attention(q_btnh, k_bskh, v_bskh, mask)
-    return jax.nn.dot_product_attention(q_btnh, k_bskh, v_bskh, mask=mask, implementation=impl)
+        return reference_attention(q_btnh, k_bskh, v_bskh, attention_mask(key_mask_bs, causal))
+    # Key padding as a [B, 1, 1, S] mask plus is_causal: the same call serves XLA and cuDNN
+    # (which then skips the masked-out causal blocks instead of materialising them).
+    key_mask_b11s = key_mask_bs.astype(bool)[:, None, None, :]
+    return jax.nn.dot_product_attention(
+        q_btnh, k_bskh, v_bskh, mask=key_mask_b11s, is_causal=causal, implementation=impl
+    )
 
 
 class SwiGLU(nnx.Module):
