@@ -147,3 +147,37 @@ PRESETS: dict[str, DecoderConfig] = {
 }
 for _size in ("0.6b", "4b", "8b"):
     PRESETS[f"qwen3-embedding-{_size}"] = PRESETS[f"qwen3-{_size}"].replace(has_lm_head=False)
+
+
+Phi = Literal["identity", "rescale", "scale", "linear", "mlp"]
+Residual = Literal["norm_sum", "sum", "alpha", "none"]
+QueryVector = Literal["last", "last_plus_encoder"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ResRankConfig:
+    """The [choice] flags of ResRank (SPEC.md section 1), defaults as specified there.
+
+    Attributes:
+        phi: map from passage embedding to slot input embedding: ``identity``; ``rescale``
+            (L2-normalise, multiply by the mean token-embedding norm; default); ``scale``
+            (learnable scalar, initialised to that norm); ``linear`` or ``mlp`` (2-layer GELU,
+            PE-Rank) projectors, required when encoder and reranker widths differ.
+        residual: ``norm_sum`` ``norm(h)+norm(e)`` (default), ``sum`` ``h+e``, ``alpha``
+            ``h + alpha*e`` (learnable alpha), ``none`` (ablation: score on ``h`` alone).
+        query_vector: ``last`` (final state of the last prompt token, default) or
+            ``last_plus_encoder`` (plus the encoder's query vector).
+        score_scale: multiplies the cosine scores (RankNet's kappa is separate).
+        projector_hidden: hidden width of the ``mlp`` projector (default: reranker width).
+    """
+
+    phi: Phi = "rescale"
+    residual: Residual = "norm_sum"
+    query_vector: QueryVector = "last"
+    score_scale: float = 1.0
+    projector_hidden: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("phi", Phi), ("residual", Residual), ("query_vector", QueryVector)):
+            if getattr(self, name) not in allowed.__args__:
+                raise ValueError(f"{name}={getattr(self, name)!r}; choose from {allowed.__args__}")

@@ -1,0 +1,156 @@
+"""ResRank model: splicing, causality, residual variants and end-to-end gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from resrank_jax import losses
+from resrank_jax.models.config import ResRankConfig
+from resrank_jax.models.resrank import mean_token_norm
+from tests.tiny_models import synthetic_batch, tiny_resrank
+
+
+def run(model, passages, passage_mask, batch):
+    return jax.jit(lambda m, *a: m(*a))(
+        model, passages, passage_mask, batch.ids, batch.mask, batch.slot_pos, batch.slot_mask
+    )
+
+
+def test_scores_are_cosines_and_padded_slots_are_masked():
+    model = tiny_resrank()
+    passages, passage_mask, batch = synthetic_batch()
+    out = run(model, passages, passage_mask, batch)
+    scores = np.asarray(out["scores"])
+    assert scores.shape == (2, 3)
+    assert scores[1, 2] <= losses.NEG / 2  # query 2 has two candidates
+    valid = batch.slot_mask.astype(bool)
+    assert np.all(np.abs(scores[valid]) <= 1.0 + 1e-6)
+    np.testing.assert_allclose(
+        np.linalg.norm(np.asarray(out["passage_emb"]), axis=-1), 1.0, atol=1e-5
+    )
+
+
+def test_slot_inputs_are_spliced_at_slot_positions():
+    model = tiny_resrank()
+    passages, passage_mask, batch = synthetic_batch()
+    e = run(model, passages, passage_mask, batch)["passage_emb"]
+    x = model.slot_inputs(e)
+    # rescale: unit vectors times the mean token-embedding norm
+    np.testing.assert_allclose(
+        np.linalg.norm(np.asarray(x), axis=-1), float(mean_token_norm(model.reranker)), rtol=1e-5
+    )
+
+
+def test_causality_of_slot_states():
+    model = tiny_resrank()
+    passages, passage_mask, batch = synthetic_batch(n_per_query=(4,))
+    e = run(model, passages, passage_mask, batch)["passage_emb"]
+    args = (jnp.asarray(batch.ids), jnp.asarray(batch.mask), jnp.asarray(batch.slot_pos))
+    contextualize = jax.jit(lambda m, e: m.contextualize(e, *args))
+    h, h_q = contextualize(model, e)
+    changed = e.at[0, 2].set(-e[0, 2])  # change passage 3 of 4
+    h2, h_q2 = contextualize(model, changed)
+    diff = np.abs(np.asarray(h2 - h)).max(axis=-1)[0]
+    assert diff[0] == 0.0 and diff[1] == 0.0, "earlier slots must not see a later passage"
+    assert diff[2] > 1e-4 and diff[3] > 1e-4, "the slot itself and later slots see it"
+    assert float(jnp.abs(h_q2 - h_q).max()) > 1e-4, "the final query state sees every slot"
+    for k in range(4):  # and the query state depends on each slot
+        _, h_qk = contextualize(model, e.at[0, k].set(-e[0, k]))
+        assert float(jnp.abs(h_qk - h_q).max()) > 1e-4, k
+
+
+def _encoder_grad_norm(model, passages, passage_mask, batch):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    labels = jnp.asarray(
+        np.arange(batch.slot_mask.shape[1])[::-1][None].repeat(len(batch.ids), 0), jnp.float32
+    )
+
+    def loss(p):
+        out = run(nnx.merge(graphdef, p, rest), passages, passage_mask, batch)
+        return losses.ranknet(out["scores"], labels, jnp.asarray(batch.slot_mask))
+
+    grads = jax.jit(jax.grad(loss))(params)
+    enc = jax.tree.leaves(grads["encoder"])
+    return float(sum(jnp.sum(g**2) for g in enc)) ** 0.5
+
+
+def test_ranking_loss_reaches_the_encoder_through_slot_and_residual(monkeypatch):
+    passages, passage_mask, batch = synthetic_batch()
+    model = tiny_resrank()
+    assert _encoder_grad_norm(model, passages, passage_mask, batch) > 0
+
+    slot_only = tiny_resrank()  # residual detached: gradient flows through the slot alone
+    original_fuse = type(slot_only).fuse
+    monkeypatch.setattr(
+        type(slot_only), "fuse", lambda self, h, e: original_fuse(self, h, jax.lax.stop_gradient(e))
+    )
+    assert _encoder_grad_norm(slot_only, passages, passage_mask, batch) > 0
+    monkeypatch.undo()
+
+    residual_only = tiny_resrank()  # slot input detached: gradient flows through the residual
+    original_slot = type(residual_only).slot_inputs
+    monkeypatch.setattr(
+        type(residual_only),
+        "slot_inputs",
+        lambda self, e: jax.lax.stop_gradient(original_slot(self, e)),
+    )
+    assert _encoder_grad_norm(residual_only, passages, passage_mask, batch) > 0
+
+
+def test_residual_none_reaches_the_encoder_only_through_the_slot(monkeypatch):
+    passages, passage_mask, batch = synthetic_batch()
+    model = tiny_resrank(ResRankConfig(residual="none"))
+    assert _encoder_grad_norm(model, passages, passage_mask, batch) > 0
+    original_slot = type(model).slot_inputs
+    monkeypatch.setattr(
+        type(model), "slot_inputs", lambda self, e: jax.lax.stop_gradient(original_slot(self, e))
+    )
+    assert _encoder_grad_norm(model, passages, passage_mask, batch) == 0.0
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ResRankConfig(phi="identity", residual="sum"),
+        ResRankConfig(phi="scale", residual="alpha"),
+        ResRankConfig(phi="rescale", query_vector="last_plus_encoder", score_scale=5.0),
+    ],
+)
+def test_variants_run_and_are_finite(cfg):
+    model = tiny_resrank(cfg)
+    passages, passage_mask, batch = synthetic_batch()
+    query = jnp.asarray(passages[:, 0])
+    out = jax.jit(lambda m, *a: m(*a))(
+        model,
+        passages,
+        passage_mask,
+        batch.ids,
+        batch.mask,
+        batch.slot_pos,
+        batch.slot_mask,
+        query,
+        jnp.ones_like(query),
+    )
+    valid = batch.slot_mask.astype(bool)
+    scores = np.asarray(out["scores"])[valid]
+    assert np.isfinite(scores).all() and np.abs(scores).max() <= cfg.score_scale + 1e-5
+
+
+@pytest.mark.parametrize("phi", ["linear", "mlp"])
+def test_projector_bridges_different_widths(phi):
+    model = tiny_resrank(ResRankConfig(phi=phi), bert_encoder=True)
+    passages, passage_mask, batch = synthetic_batch()
+    out = run(model, passages, passage_mask, batch)
+    assert out["passage_emb"].shape[-1] == 24 and np.isfinite(np.asarray(out["scores"])).all()
+
+
+def test_width_mismatch_without_projector_is_an_error():
+    with pytest.raises(ValueError, match="use phi='linear' or phi='mlp'"):
+        tiny_resrank(ResRankConfig(phi="rescale"), bert_encoder=True)
+
+
+def test_unknown_flag_is_an_error():
+    with pytest.raises(ValueError, match="residual="):
+        ResRankConfig(residual="gated")
