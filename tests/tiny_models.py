@@ -28,13 +28,11 @@ TINY_BERT = BertConfig(
 )
 
 
-def tiny_resrank(
-    cfg: ResRankConfig = ResRankConfig(), *, bert_encoder: bool = False, seed: int = 0
-):
+def tiny_resrank(cfg: ResRankConfig | None = None, *, bert_encoder: bool = False, seed: int = 0):
     enc_cfg = TINY_BERT if bert_encoder else TINY_DECODER
     encoder = Encoder(init_backbone(enc_cfg, seed=seed + 1))
     reranker = init_backbone(TINY_DECODER, seed=seed + 2)
-    return ResRank(encoder, reranker, cfg, rngs=nnx.Rngs(seed))
+    return ResRank(encoder, reranker, cfg or ResRankConfig(), rngs=nnx.Rngs(seed))
 
 
 def synthetic_batch(n_per_query=(3, 2), passage_len=5, prompt_len=7, seed=0):
