@@ -19,6 +19,12 @@ Pooling = Literal["last", "mean", "cls"]
 PROBE_TEXT = "A man is eating food."
 
 
+def bucket_length(n: int, max_length: int, minimum: int = 16) -> int:
+    """Smallest power of two >= ``n`` (at least ``minimum``), capped at ``max_length``: the
+    static lengths batches are padded to, so any corpus compiles a handful of shapes."""
+    return min(max_length, max(minimum, 1 << (max(n, 1) - 1).bit_length()))
+
+
 class TokenizerCheckError(ValueError):
     """The tokenizer cannot serve the requested pooling without silent errors."""
 
@@ -93,9 +99,15 @@ class TextTokenizer:
         return self.hf(list(texts), add_special_tokens=True)["input_ids"]
 
     def encode(
-        self, texts: Sequence[str], *, max_length: int = 512, pad_to: int | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        max_length: int = 512,
+        pad_to: int | None = None,
+        bucket: bool = False,
     ) -> Encoded:
-        """Tokenises ``texts`` into a padded batch of length ``pad_to`` (default: longest).
+        """Tokenises ``texts`` into a padded batch of length ``pad_to`` (default: the longest
+        text, rounded up by ``bucket_length`` when ``bucket``).
 
         Texts longer than ``max_length`` tokens are truncated, keeping the pooling token
         (EOS, or [SEP]) as the last token; the count is returned and a warning is issued once.
@@ -115,7 +127,8 @@ class TextTokenizer:
                 stacklevel=2,
             )
             self._warned_truncation = True
-        length = pad_to or max(len(r) for r in rows)
+        longest = max(len(r) for r in rows)
+        length = pad_to or (bucket_length(longest, max_length) if bucket else longest)
         if any(len(r) > length for r in rows):
             raise ValueError(f"pad_to={length} is shorter than an encoded text")
         ids = np.full((len(rows), length), self.pad_id, np.int32)

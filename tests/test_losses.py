@@ -178,3 +178,41 @@ def test_combine_returns_every_term():
 def test_unknown_weighting_is_an_error():
     with pytest.raises(ValueError, match="weighting"):
         losses.ranknet(jnp.zeros((1, 2)), jnp.zeros((1, 2)), jnp.ones((1, 2)), weighting="lambda")
+
+
+def test_sharded_infonce_and_ranknet_equal_single_device():
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from resrank_jax import make_mesh
+
+    mesh = make_mesh((2, 2, 2))
+    rows = NamedSharding(mesh, P(("data", "fsdp")))
+    q = unit(RNG.normal(size=(8, 16))).astype(np.float32)
+    d = unit(RNG.normal(size=(32, 16))).astype(np.float32)  # 8 lists x 4 candidates
+    pos = np.arange(8) * 4
+    single = losses.infonce(q, d, pos, temperature=0.03)
+    sharded_q, sharded_d = jax.device_put(q, rows), jax.device_put(d, rows)
+    assert len(sharded_d.sharding.device_set) == 8
+    sharded = jax.jit(lambda a, b, p: losses.infonce(a, b, p, temperature=0.03))(
+        sharded_q, sharded_d, jax.device_put(pos, rows)
+    )
+    assert float(sharded) == pytest.approx(float(single), rel=1e-6)
+    # every query sees all 32 documents: the global batch, not the 4 on its own device
+    local = np.mean(
+        [
+            float(
+                losses.infonce(
+                    q[i : i + 2], d[4 * i : 4 * i + 8], pos[i : i + 2] - 4 * i, temperature=0.03
+                )
+            )
+            for i in range(0, 8, 2)
+        ]
+    )
+    assert abs(local - float(single)) > 1e-3
+    scores, labels, mask = (np.tile(x, (8 // B + 1, 1))[:8] for x in random_lists(5))
+    single_rank = losses.ranknet(scores, labels, mask)
+    sharded_rank = jax.jit(losses.ranknet)(
+        *(jax.device_put(x, rows) for x in (scores, labels, mask))
+    )
+    assert float(sharded_rank) == pytest.approx(float(single_rank), rel=1e-6)

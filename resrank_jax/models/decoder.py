@@ -17,6 +17,7 @@ from resrank_jax.models.layers import (
     SwiGLU,
     apply_rope,
     attend,
+    attend_with_mask,
     dense,
     merge_heads,
     partitioned,
@@ -24,6 +25,8 @@ from resrank_jax.models.layers import (
     rope_cos_sin,
     split_heads,
 )
+
+KVCache = tuple[jax.Array, jax.Array]  # keys and values [B, S, K, H]
 
 
 class DecoderAttention(nnx.Module):
@@ -41,18 +44,47 @@ class DecoderAttention(nnx.Module):
             self.q_norm = RMSNorm(h, cfg.rms_norm_eps, param_dtype=cfg.param_dtype)
             self.k_norm = RMSNorm(h, cfg.rms_norm_eps, param_dtype=cfg.param_dtype)
 
-    def __call__(
-        self, x_bld: jax.Array, cos: jax.Array, sin: jax.Array, mask_bl: jax.Array
-    ) -> jax.Array:
+    def _qkv(self, x_bld: jax.Array, cos: jax.Array, sin: jax.Array):
         cfg = self.cfg
         q_blnh = split_heads(self.q_proj(x_bld), cfg.num_heads)
         k_blkh = split_heads(self.k_proj(x_bld), cfg.num_kv_heads)
         v_blkh = split_heads(self.v_proj(x_bld), cfg.num_kv_heads)
         if cfg.qk_norm:
             q_blnh, k_blkh = self.q_norm(q_blnh), self.k_norm(k_blkh)
-        q_blnh, k_blkh = apply_rope(q_blnh, cos, sin), apply_rope(k_blkh, cos, sin)
-        out_blnh = attend(q_blnh, k_blkh, v_blkh, mask_bl, causal=True, impl=cfg.attention_impl)
+        return apply_rope(q_blnh, cos, sin), apply_rope(k_blkh, cos, sin), v_blkh
+
+    def __call__(
+        self, x_bld: jax.Array, cos: jax.Array, sin: jax.Array, mask_bl: jax.Array
+    ) -> jax.Array:
+        q_blnh, k_blkh, v_blkh = self._qkv(x_bld, cos, sin)
+        out_blnh = attend(
+            q_blnh, k_blkh, v_blkh, mask_bl, causal=True, impl=self.cfg.attention_impl
+        )
         return self.o_proj(merge_heads(out_blnh))
+
+    def cached(
+        self,
+        x_btd: jax.Array,
+        cos: jax.Array,
+        sin: jax.Array,
+        cache: KVCache,
+        key_mask_bs: jax.Array,
+        write_index: jax.Array,
+    ) -> tuple[jax.Array, KVCache]:
+        """Attention of T new tokens written at ``write_index`` of a cache of S slots; they see
+        the cached keys that ``key_mask_bs`` keeps, causally. Returns output and new cache."""
+        q_btnh, k_btkh, v_btkh = self._qkv(x_btd, cos, sin)
+        k_bskh = jax.lax.dynamic_update_slice(
+            cache[0], k_btkh.astype(cache[0].dtype), (0, write_index, 0, 0)
+        )
+        v_bskh = jax.lax.dynamic_update_slice(
+            cache[1], v_btkh.astype(cache[1].dtype), (0, write_index, 0, 0)
+        )
+        t, s = x_btd.shape[1], k_bskh.shape[1]
+        causal_ts = jnp.arange(s)[None, :] <= write_index + jnp.arange(t)[:, None]
+        mask_b1ts = key_mask_bs.astype(bool)[:, None, None, :] & causal_ts[None, None]
+        out_btnh = attend_with_mask(q_btnh, k_bskh, v_bskh, mask_b1ts, impl=self.cfg.attention_impl)
+        return self.o_proj(merge_heads(out_btnh)), (k_bskh, v_bskh)
 
 
 class DecoderLayer(nnx.Module):
@@ -79,6 +111,14 @@ class DecoderLayer(nnx.Module):
     ) -> jax.Array:
         x_bld = x_bld + self.self_attn(self.input_layernorm(x_bld), cos, sin, mask_bl)
         return x_bld + self.mlp(self.post_attention_layernorm(x_bld))
+
+    def cached(self, x_btd, cos, sin, cache, key_mask_bs, write_index):
+        """``__call__`` for new tokens against a KV cache (see ``DecoderAttention.cached``)."""
+        attn_btd, cache = self.self_attn.cached(
+            self.input_layernorm(x_btd), cos, sin, cache, key_mask_bs, write_index
+        )
+        x_btd = x_btd + attn_btd
+        return x_btd + self.mlp(self.post_attention_layernorm(x_btd)), cache
 
 
 class Decoder(nnx.Module):
@@ -150,6 +190,38 @@ class Decoder(nnx.Module):
         if not return_logits:
             return hidden_bld
         return hidden_bld, self.logits(hidden_bld)
+
+    def init_cache(self, batch: int, slots: int) -> list[KVCache]:
+        """An empty KV cache ``[(k, v)] * layers``, each ``[B, S, K, H]`` in the compute dtype."""
+        cfg = self.cfg
+        shape = (batch, slots, cfg.num_kv_heads, cfg.head_dim)
+        zeros = jnp.zeros(shape, jnp.dtype(cfg.dtype))
+        return [(zeros, zeros) for _ in range(cfg.num_layers)]
+
+    def forward_cached(
+        self,
+        input_ids_bt: jax.Array,
+        positions_bt: jax.Array,
+        cache: list[KVCache],
+        key_mask_bs: jax.Array,
+        write_index: jax.Array,
+    ) -> tuple[jax.Array, list[KVCache]]:
+        """Runs T new tokens (prefill: the whole prompt at index 0; decode: one token) against
+        the cache. ``positions_bt`` are RoPE positions (real tokens before each one);
+        ``key_mask_bs`` marks the cache slots holding real tokens, the new ones included.
+
+        Returns final hidden states ``[B, T, D]`` and the updated cache.
+        """
+        cfg = self.cfg
+        x_btd = self.embed(input_ids_bt).astype(jnp.dtype(cfg.dtype))
+        cos, sin = rope_cos_sin(positions_bt, cfg.head_dim, cfg.rope_theta)
+        new_cache = []
+        for layer, layer_cache in zip(self.layers, cache, strict=True):
+            x_btd, layer_cache = layer.cached(
+                x_btd, cos, sin, layer_cache, key_mask_bs, write_index
+            )
+            new_cache.append(layer_cache)
+        return self.norm(x_btd), new_cache
 
     def logits(self, hidden_bld: jax.Array) -> jax.Array:
         """LM logits ``[B, L, V]`` in fp32 from final hidden states."""

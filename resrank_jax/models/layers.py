@@ -120,13 +120,29 @@ def attend(
     come out as the mean of the values (finite, never NaN); callers ignore them.
     """
     if impl == "reference":
-        return reference_attention(q_btnh, k_bskh, v_bskh, attention_mask(key_mask_bs, causal))
+        return attend_with_mask(
+            q_btnh, k_bskh, v_bskh, attention_mask(key_mask_bs, causal), impl=impl
+        )
     # Key padding as a [B, 1, 1, S] mask plus is_causal: the same call serves XLA and cuDNN
     # (which then skips the masked-out causal blocks instead of materialising them).
     key_mask_b11s = key_mask_bs.astype(bool)[:, None, None, :]
     return jax.nn.dot_product_attention(
         q_btnh, k_bskh, v_bskh, mask=key_mask_b11s, is_causal=causal, implementation=impl
     )
+
+
+def attend_with_mask(
+    q_btnh: jax.Array,
+    k_bskh: jax.Array,
+    v_bskh: jax.Array,
+    mask_b1ts: jax.Array,
+    *,
+    impl: AttentionImpl,
+) -> jax.Array:
+    """Attention under an explicit boolean mask ``[B, 1, T, S]`` (KV-cache decoding)."""
+    if impl == "reference":
+        return reference_attention(q_btnh, k_bskh, v_bskh, mask_b1ts)
+    return jax.nn.dot_product_attention(q_btnh, k_bskh, v_bskh, mask=mask_b1ts, implementation=impl)
 
 
 class SwiGLU(nnx.Module):

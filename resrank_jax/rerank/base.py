@@ -1,0 +1,89 @@
+"""The ``Ranker`` interface shared by every ranker, and its input/output types.
+
+Documented edge cases (the same for every ranker):
+- ``N = 0``: ``EmptyCandidatesError`` naming the query (never a silent empty ranking).
+- ``N = 1``: the single candidate is returned as is (no model call), score = first-stage score.
+- duplicate candidates (same docid twice) are kept and ranked as separate entries; each index
+  appears once in ``Ranking.order``.
+- over-long passages are truncated to the ranker's token limit, counted in
+  ``Ranking.stats["truncated"]`` and warned about once per tokenizer.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class EmptyCandidatesError(ValueError):
+    """A query came with no candidates to rank."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    docid: str
+    text: str = ""
+    score: float = 0.0  # first-stage score
+
+
+@dataclasses.dataclass
+class Ranking:
+    """``order``: candidate indices best first; ``scores``: one per candidate (higher is
+    better); ``stats``: counters such as ``tokens_processed``, ``tokens_generated``,
+    ``truncated``, ``model_calls``."""
+
+    order: np.ndarray
+    scores: np.ndarray
+    stats: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def order_by_scores(scores: np.ndarray) -> np.ndarray:
+    """Indices by descending score; ties keep the first-stage order (stable)."""
+    return np.argsort(-np.asarray(scores, np.float64), kind="stable")
+
+
+class Ranker(abc.ABC):
+    """Ranks a query's candidates. Subclasses implement ``_rank`` for ``N >= 2``."""
+
+    name: str = "ranker"
+
+    def rank(self, query: str, candidates: Sequence[Candidate]) -> Ranking:
+        if len(candidates) == 0:
+            raise EmptyCandidatesError(f"{self.name}: query {query!r} has no candidates to rank")
+        if len(candidates) == 1:
+            return Ranking(
+                np.zeros(1, np.int64), np.array([candidates[0].score]), {"model_calls": 0}
+            )
+        ranking = self._rank(query, list(candidates))
+        if sorted(ranking.order.tolist()) != list(range(len(candidates))):
+            raise AssertionError(f"{self.name} returned an invalid permutation {ranking.order}")
+        return ranking
+
+    @abc.abstractmethod
+    def _rank(self, query: str, candidates: list[Candidate]) -> Ranking: ...
+
+
+class IdentityRanker(Ranker):
+    """Keeps the first-stage (BM25) order; scores are ``N - position``."""
+
+    name = "identity"
+
+    def _rank(self, query: str, candidates: list[Candidate]) -> Ranking:
+        n = len(candidates)
+        return Ranking(np.arange(n), np.arange(n, 0, -1, dtype=np.float64), {"model_calls": 0})
+
+
+def sliding_windows(n: int, window: int, step: int) -> list[tuple[int, int]]:
+    """RankGPT's windows ``[start, end)`` from the bottom of the list to the top."""
+    if window < 2 or step < 1 or step > window:
+        raise ValueError(f"need window >= 2 and 1 <= step <= window, got {window}/{step}")
+    spans, end = [], n
+    while True:
+        start = max(0, end - window)
+        spans.append((start, end))
+        if start == 0:
+            return spans
+        end -= step
