@@ -1,0 +1,217 @@
+"""Readers for candidate lists, corpora, queries, qrels and runs, with errors that name the
+file and line.
+
+Candidate files (JSON Lines, or a JSON array of the same objects):
+- resrank_jax / shared-data: ``{"qid", "query", "candidates": [{"docid", "score"[, "text"]}]}``
+- rank_llm: ``{"query": {"text", "qid"}, "candidates": [{"docid", "score", "doc": {...}}]}``
+- RankGPT: ``{"query", "hits": [{"content", "docid", "score"[, "qid"]}]}``
+Candidates without text are resolved through a corpus (BEIR ``corpus.jsonl`` or a
+``{"docid", "text"}`` JSONL).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from resrank_jax.rerank.base import Candidate
+
+
+class DataFormatError(ValueError):
+    """Malformed input; the message starts with ``file:line:``."""
+
+    def __init__(self, path: str | Path, line: int | None, message: str) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+
+
+@dataclasses.dataclass
+class QueryCandidates:
+    qid: str
+    query: str
+    candidates: list[Candidate]
+
+
+def iter_json_records(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, object)`` of a JSON Lines file, or of a JSON array file (line = index+1)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataFormatError(path, err.lineno, f"malformed JSON: {err.msg}") from err
+        yield from enumerate(records, 1)
+        return
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataFormatError(path, number, f"malformed JSON: {err.msg}") from err
+
+
+def _field(record: Any, key: str, path: Path, line: int, kind: type | tuple = str) -> Any:
+    if not isinstance(record, dict):
+        raise DataFormatError(path, line, f"expected a JSON object, got {type(record).__name__}")
+    if key not in record:
+        raise DataFormatError(path, line, f"missing field {key!r}")
+    value = record[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise DataFormatError(path, line, f"field {key!r} has type {type(value).__name__}")
+    return value
+
+
+def _doc_text(doc: dict) -> str | None:
+    for key in ("text", "contents", "content", "segment", "body"):
+        if isinstance(doc.get(key), str):
+            title = doc.get("title")
+            return f"{title} {doc[key]}" if isinstance(title, str) and title else doc[key]
+    return None
+
+
+def read_corpus(path: str | Path) -> dict[str, str]:
+    """``docid -> text`` from BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``; text =
+    title + " " + text) or a ``{"docid", "text"}`` JSONL."""
+    path, corpus = Path(path), {}
+    for line, rec in iter_json_records(path):
+        key = "_id" if isinstance(rec, dict) and "_id" in rec else "docid"
+        docid = str(_field(rec, key, path, line, (str, int)))
+        text = _doc_text(rec)
+        if text is None:
+            raise DataFormatError(path, line, "missing field 'text'")
+        if docid in corpus:
+            raise DataFormatError(path, line, f"duplicate docid {docid!r}")
+        corpus[docid] = text
+    return corpus
+
+
+def _parse_candidate_record(rec: Any, path: Path, line: int, corpus: dict[str, str] | None):
+    if isinstance(rec, dict) and "hits" in rec:  # RankGPT
+        query = _field(rec, "query", path, line)
+        hits = _field(rec, "hits", path, line, list)
+        qid = str(rec.get("qid") or (hits[0].get("qid") if hits and isinstance(hits[0], dict) else "")
+                  or line)
+        raw = [(h, "content") for h in hits]
+    else:
+        q = _field(rec, "query", path, line, (str, dict))
+        if isinstance(q, dict):  # rank_llm
+            query = _field(q, "text", path, line)
+            qid = str(_field(q, "qid", path, line, (str, int)))
+        else:
+            query = q
+            qid = str(_field(rec, "qid", path, line, (str, int)))
+        raw = [(c, "text") for c in _field(rec, "candidates", path, line, list)]
+    if not raw:
+        raise DataFormatError(path, line, f"query {qid!r} has an empty candidate list")
+    candidates, seen = [], set()
+    for item, _ in raw:
+        docid = str(_field(item, "docid", path, line, (str, int)))
+        if docid in seen:
+            raise DataFormatError(path, line, f"query {qid!r}: duplicate docid {docid!r}")
+        seen.add(docid)
+        score = item.get("score", 0.0)
+        if not isinstance(score, int | float) or isinstance(score, bool):
+            raise DataFormatError(path, line, f"docid {docid!r}: score is not a number")
+        text = _doc_text(item["doc"]) if isinstance(item.get("doc"), dict) else _doc_text(item)
+        if text is None:
+            if corpus is None:
+                raise DataFormatError(path, line, f"docid {docid!r} has no text and no corpus was given")
+            if docid not in corpus:
+                raise DataFormatError(path, line, f"docid {docid!r} is not in the corpus")
+            text = corpus[docid]
+        candidates.append(Candidate(docid, text, float(score)))
+    return QueryCandidates(qid, query, candidates)
+
+
+def read_candidates(path: str | Path, corpus: dict[str, str] | None = None) -> list[QueryCandidates]:
+    """All queries of a candidate file, in file order; duplicate qids are errors."""
+    path, out, seen = Path(path), [], {}
+    for line, rec in iter_json_records(path):
+        qc = _parse_candidate_record(rec, path, line, corpus)
+        if qc.qid in seen:
+            raise DataFormatError(path, line, f"duplicate qid {qc.qid!r} (first on line {seen[qc.qid]})")
+        seen[qc.qid] = line
+        out.append(qc)
+    if not out:
+        raise DataFormatError(path, None, "no queries in file")
+    return out
+
+
+def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """TREC qrels (``qid iter docid rel``) or BEIR TSV (``query-id corpus-id score`` header)."""
+    path, qrels = Path(path), {}
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts or (number == 1 and parts[0] == "query-id"):
+                continue
+            if len(parts) == 4:
+                qid, _, docid, rel = parts
+            elif len(parts) == 3:
+                qid, docid, rel = parts
+            else:
+                raise DataFormatError(path, number, f"expected 'qid 0 docid rel', got {line.strip()!r}")
+            try:
+                grade = int(rel)
+            except ValueError:
+                raise DataFormatError(path, number, f"relevance {rel!r} is not an integer") from None
+            if docid in qrels.setdefault(qid, {}) and qrels[qid][docid] != grade:
+                raise DataFormatError(path, number, f"conflicting judgments for ({qid}, {docid})")
+            qrels[qid][docid] = grade
+    if not qrels:
+        raise DataFormatError(path, None, "no judgments in file")
+    return qrels
+
+
+def read_run(path: str | Path) -> dict[str, dict[str, float]]:
+    """TREC run ``qid Q0 docid rank score tag``."""
+    path, run = Path(path), {}
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise DataFormatError(path, number, f"expected 6 columns, got {len(parts)}")
+            try:
+                score = float(parts[4])
+            except ValueError:
+                raise DataFormatError(path, number, f"score {parts[4]!r} is not a number") from None
+            if parts[2] in run.setdefault(parts[0], {}):
+                raise DataFormatError(path, number, f"duplicate docid {parts[2]!r} for {parts[0]!r}")
+            run[parts[0]][parts[2]] = score
+    return run
+
+
+def read_queries(path: str | Path) -> dict[str, str]:
+    """``qid -> text`` from BEIR ``queries.jsonl`` or a TREC topics TSV (``qid<TAB>text``)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        out = {}
+        for line, rec in iter_json_records(path):
+            key = "_id" if isinstance(rec, dict) and "_id" in rec else "qid"
+            qid = str(_field(rec, key, path, line, (str, int)))
+            out[qid] = _field(rec, "text" if "text" in rec else "query", path, line)
+        return out
+    with path.open(encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    out = {}
+    for number, row in enumerate(rows, 1):
+        if len(row) != 2:
+            raise DataFormatError(path, number, "expected 'qid<TAB>text'")
+        out[row[0]] = row[1]
+    return out
+
+
+def write_run(path: str | Path, run: dict[str, list[tuple[str, float]]], tag: str) -> None:
+    """Writes a TREC run; ``run[qid]`` is ``[(docid, score)]`` best first."""
+    with Path(path).open("w", encoding="utf-8") as f:
+        for qid, ranked in run.items():
+            for rank, (docid, score) in enumerate(ranked, 1):
+                f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
