@@ -95,8 +95,11 @@ def _parse_candidate_record(rec: Any, path: Path, line: int, corpus: dict[str, s
     if isinstance(rec, dict) and "hits" in rec:  # RankGPT
         query = _field(rec, "query", path, line)
         hits = _field(rec, "hits", path, line, list)
-        qid = str(rec.get("qid") or (hits[0].get("qid") if hits and isinstance(hits[0], dict) else "")
-                  or line)
+        qid = str(
+            rec.get("qid")
+            or (hits[0].get("qid") if hits and isinstance(hits[0], dict) else "")
+            or line
+        )
         raw = [(h, "content") for h in hits]
     else:
         q = _field(rec, "query", path, line, (str, dict))
@@ -121,7 +124,9 @@ def _parse_candidate_record(rec: Any, path: Path, line: int, corpus: dict[str, s
         text = _doc_text(item["doc"]) if isinstance(item.get("doc"), dict) else _doc_text(item)
         if text is None:
             if corpus is None:
-                raise DataFormatError(path, line, f"docid {docid!r} has no text and no corpus was given")
+                raise DataFormatError(
+                    path, line, f"docid {docid!r} has no text and no corpus was given"
+                )
             if docid not in corpus:
                 raise DataFormatError(path, line, f"docid {docid!r} is not in the corpus")
             text = corpus[docid]
@@ -129,13 +134,17 @@ def _parse_candidate_record(rec: Any, path: Path, line: int, corpus: dict[str, s
     return QueryCandidates(qid, query, candidates)
 
 
-def read_candidates(path: str | Path, corpus: dict[str, str] | None = None) -> list[QueryCandidates]:
+def read_candidates(
+    path: str | Path, corpus: dict[str, str] | None = None
+) -> list[QueryCandidates]:
     """All queries of a candidate file, in file order; duplicate qids are errors."""
     path, out, seen = Path(path), [], {}
     for line, rec in iter_json_records(path):
         qc = _parse_candidate_record(rec, path, line, corpus)
         if qc.qid in seen:
-            raise DataFormatError(path, line, f"duplicate qid {qc.qid!r} (first on line {seen[qc.qid]})")
+            raise DataFormatError(
+                path, line, f"duplicate qid {qc.qid!r} (first on line {seen[qc.qid]})"
+            )
         seen[qc.qid] = line
         out.append(qc)
     if not out:
@@ -156,11 +165,15 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
             elif len(parts) == 3:
                 qid, docid, rel = parts
             else:
-                raise DataFormatError(path, number, f"expected 'qid 0 docid rel', got {line.strip()!r}")
+                raise DataFormatError(
+                    path, number, f"expected 'qid 0 docid rel', got {line.strip()!r}"
+                )
             try:
                 grade = int(rel)
             except ValueError:
-                raise DataFormatError(path, number, f"relevance {rel!r} is not an integer") from None
+                raise DataFormatError(
+                    path, number, f"relevance {rel!r} is not an integer"
+                ) from None
             if docid in qrels.setdefault(qid, {}) and qrels[qid][docid] != grade:
                 raise DataFormatError(path, number, f"conflicting judgments for ({qid}, {docid})")
             qrels[qid][docid] = grade
@@ -184,7 +197,9 @@ def read_run(path: str | Path) -> dict[str, dict[str, float]]:
             except ValueError:
                 raise DataFormatError(path, number, f"score {parts[4]!r} is not a number") from None
             if parts[2] in run.setdefault(parts[0], {}):
-                raise DataFormatError(path, number, f"duplicate docid {parts[2]!r} for {parts[0]!r}")
+                raise DataFormatError(
+                    path, number, f"duplicate docid {parts[2]!r} for {parts[0]!r}"
+                )
             run[parts[0]][parts[2]] = score
     return run
 

@@ -69,7 +69,8 @@ class Ranker(abc.ABC):
 class IdentityRanker(Ranker):
     """Keeps the first-stage (BM25) order; scores are ``N - position``."""
 
-    name = "identity"
+    def __init__(self, name: str = "identity") -> None:
+        self.name = name
 
     def _rank(self, query: str, candidates: list[Candidate]) -> Ranking:
         n = len(candidates)

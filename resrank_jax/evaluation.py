@@ -1,0 +1,122 @@
+"""Rerank candidate sets with any ranker, write TREC runs, and tabulate IR metrics with
+latency (the logic behind ``eval.py``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from resrank_jax.data.formats import (
+    QueryCandidates,
+    read_candidates,
+    read_corpus,
+    read_qrels,
+    write_run,
+)
+from resrank_jax.data.metrics import evaluate
+from resrank_jax.rerank.base import Ranker
+
+TABLE_COLUMNS = ("nDCG@10", "MRR@10", "R@100", "MAP")
+
+
+@dataclasses.dataclass
+class Dataset:
+    name: str
+    queries: list[QueryCandidates]
+    qrels: dict[str, dict[str, int]]
+
+    @property
+    def rel_level(self) -> int:
+        """2 for graded judgments (TREC DL: binary measures use rel >= 2), else 1."""
+        return 2 if max(max(d.values()) for d in self.qrels.values()) >= 2 else 1
+
+
+def load_dataset(
+    candidates: str | Path,
+    qrels: str | Path,
+    corpus: str | Path | None = None,
+    name: str | None = None,
+) -> Dataset:
+    corpus_map = read_corpus(corpus) if corpus else None
+    path = Path(candidates)
+    split = path.stem.removeprefix("candidates").strip("._-")
+    default = f"{path.parent.name}/{split}" if split else path.parent.name
+    return Dataset(name or default, read_candidates(path, corpus_map), read_qrels(qrels))
+
+
+def rerank_dataset(
+    ranker: Ranker, dataset: Dataset, *, max_queries: int | None = None, progress: bool = True
+) -> tuple[dict[str, list[tuple[str, float]]], dict]:
+    """Runs ``ranker`` over the dataset's queries. Returns the run (``qid -> [(docid, score)]``
+    best first) and timing/throughput stats."""
+    queries = dataset.queries[:max_queries] if max_queries else dataset.queries
+    run, totals, seconds, passages = {}, {}, 0.0, 0
+    for qc in tqdm(
+        queries, desc=f"{ranker.name} on {dataset.name}", unit="query", disable=not progress
+    ):
+        start = time.perf_counter()
+        ranking = ranker.rank(qc.query, qc.candidates)
+        seconds += time.perf_counter() - start
+        passages += len(qc.candidates)
+        run[qc.qid] = [(qc.candidates[i].docid, float(ranking.scores[i])) for i in ranking.order]
+        for key, value in ranking.stats.items():
+            totals[key] = totals.get(key, 0) + value
+    n = max(len(queries), 1)
+    stats = {
+        "seconds_per_query": seconds / n,
+        "passages_per_second": passages / max(seconds, 1e-9),
+        "ranked_queries": len(queries),
+        **totals,
+    }
+    return run, stats
+
+
+def score_run(
+    run: dict[str, list[tuple[str, float]]], dataset: Dataset, *, max_queries: int | None
+):
+    """Metrics of a run. Scores are replaced by ``N - position`` so ties can never reorder
+    what the ranker returned. With ``max_queries`` only the ranked queries' judgments count."""
+    qrels = dataset.qrels
+    if max_queries:
+        qrels = {q: d for q, d in qrels.items() if q in run}
+    ranked = {q: {d: float(len(r) - i) for i, (d, _) in enumerate(r)} for q, r in run.items()}
+    return evaluate(ranked, qrels, rel_level=dataset.rel_level)
+
+
+def evaluate_ranker(
+    ranker: Ranker,
+    dataset: Dataset,
+    *,
+    max_queries: int | None = None,
+    run_out: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    run, stats = rerank_dataset(ranker, dataset, max_queries=max_queries, progress=progress)
+    if run_out:
+        write_run(run_out, run, tag=ranker.name)
+    return {
+        **score_run(run, dataset, max_queries=max_queries),
+        **stats,
+        "ranker": ranker.name,
+        "rel_level": dataset.rel_level,
+    }
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    """A markdown table: one row per dataset (or dataset x ranker)."""
+    head = ["dataset", "ranker", *TABLE_COLUMNS, "queries", "s/query", "passages/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in rows.items():
+        cells = [
+            name,
+            m["ranker"],
+            *(f"{m[c]:.4f}" for c in TABLE_COLUMNS),
+            str(m["queries"]),
+            f"{m['seconds_per_query']:.3f}",
+            f"{m['passages_per_second']:.1f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
