@@ -1,0 +1,1 @@
+"""Training presets (typed, derived from one base)."""

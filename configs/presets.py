@@ -1,0 +1,93 @@
+"""Training presets. Each derives from ``BASE`` (or another preset) with
+``dataclasses.replace``; nothing is copied. ``python train.py --config NAME`` picks one."""
+
+import dataclasses
+
+from resrank_jax.config import StageConfig, TrainConfig
+from resrank_jax.models.config import ResRankConfig
+
+BASE = TrainConfig()
+_CPU_DATA = dataclasses.replace(BASE.data, queries_per_step=4, list_size=8, passage_max_length=64)
+
+PRESETS: dict[str, TrainConfig] = {
+    "tiny": dataclasses.replace(
+        BASE,
+        model=dataclasses.replace(
+            BASE.model,
+            encoder="tiny-bert",
+            reranker="tiny-decoder",
+            resrank=ResRankConfig(phi="linear"),
+        ),
+        data=dataclasses.replace(
+            _CPU_DATA, max_queries=32, passage_max_length=32, query_max_length=24
+        ),
+        steps=8,
+        checkpoint_every=2,
+        stages=(
+            StageConfig("stage1", 0.5, lr=3e-3),
+            StageConfig("stage2", 0.5, labels="teacher", lr=3e-3),
+        ),
+    ),
+    "smollm2-135m": dataclasses.replace(
+        BASE,
+        model=dataclasses.replace(BASE.model, resrank=ResRankConfig(phi="mlp")),
+        data=_CPU_DATA,
+        steps=60,
+        checkpoint_every=20,
+        stages=(
+            StageConfig("stage1", 0.5, lr=5e-5),
+            StageConfig("stage2", 0.5, labels="teacher", lr=3e-5),
+        ),
+    ),
+    "qwen3-0.6b": dataclasses.replace(
+        BASE,
+        model=dataclasses.replace(
+            BASE.model,
+            encoder="Qwen/Qwen3-Embedding-0.6B",
+            reranker="Qwen/Qwen3-0.6B",
+            resrank=ResRankConfig(),
+            dtype="bfloat16",
+            remat=True,
+        ),
+        data=dataclasses.replace(BASE.data, queries_per_step=32, passage_max_length=256),
+        steps=2000,
+        checkpoint_every=200,
+    ),
+}
+PRESETS["qwen3-4b"] = dataclasses.replace(
+    PRESETS["qwen3-0.6b"],
+    model=dataclasses.replace(
+        PRESETS["qwen3-0.6b"].model, encoder="Qwen/Qwen3-Embedding-4B", reranker="Qwen/Qwen3-4B"
+    ),
+    mesh=(-1, 1, 1),
+)
+# Ablations of the default CPU preset (each a one-field change of it).
+_SMOL = PRESETS["smollm2-135m"]
+PRESETS["smollm2-135m-no-residual"] = dataclasses.replace(
+    _SMOL,
+    model=dataclasses.replace(
+        _SMOL.model, resrank=dataclasses.replace(_SMOL.model.resrank, residual="none")
+    ),
+)
+PRESETS["smollm2-135m-single-stage"] = dataclasses.replace(
+    _SMOL, stages=(dataclasses.replace(_SMOL.stages[1], name="single", fraction=1.0),)
+)
+PRESETS["smollm2-135m-no-contrastive"] = dataclasses.replace(
+    _SMOL, stages=tuple(dataclasses.replace(s, weights=(("rank", 2.0),)) for s in _SMOL.stages)
+)
+PRESETS["smollm2-135m-frozen-encoder"] = dataclasses.replace(
+    _SMOL,
+    stages=tuple(
+        dataclasses.replace(
+            s,
+            trainable=tuple(t for t in s.trainable if not t.startswith("encoder")),
+            weights=(("rank", 2.0),),
+        )
+        for s in _SMOL.stages
+    ),
+)
+PRESETS["smollm2-135m-e2rank"] = dataclasses.replace(
+    _SMOL,
+    model=dataclasses.replace(_SMOL.model, mode="e2rank", encoder="smollm2-135m-instruct"),
+    stages=tuple(dataclasses.replace(s, trainable=("encoder/.*",)) for s in _SMOL.stages),
+)

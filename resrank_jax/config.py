@@ -1,0 +1,200 @@
+"""Typed training configuration, presets derived from one base, and validated overrides.
+
+Presets live in ``configs/presets.py``. Overrides are ``key=value`` with dotted paths
+(``stages`` and ``mesh`` take Python literals; ``model.resrank.residual=none``) plus two
+shortcuts every preset accepts: ``steps`` (total optimizer steps over all stages, split by
+each stage's ``fraction``) and ``checkpoint_every``. Unknown keys, wrong types and
+impossible values are errors raised before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import re
+import types
+import typing
+from typing import Any, Literal
+
+from resrank_jax.models.config import ResRankConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Encoder and reranker sources: packaged names, HF dirs / hub ids, GGUF files, or
+    ``tiny-bert`` / ``tiny-decoder`` (random tiny backbones for tests, using the packaged
+    tokenizers)."""
+
+    mode: Literal["resrank", "e2rank"] = "resrank"
+    encoder: str = "all-minilm-l6-v2"
+    reranker: str = "smollm2-135m-instruct"
+    resrank: ResRankConfig = ResRankConfig()  # noqa: RUF009 (frozen, immutable default)
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    remat: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Training lists: BEIR-style candidates + corpus + qrels (stage labels from qrels) and,
+    optionally, a teacher file ``{query, documents, ranking}`` for teacher stages."""
+
+    candidates: str = "data/scifact/candidates.train.jsonl"
+    corpus: str = "data/scifact/corpus.jsonl"
+    qrels: str = "data/scifact/qrels.train.txt"
+    teacher: str = ""
+    list_size: int = 20
+    queries_per_step: int = 8
+    max_queries: int = 0  # 0: all
+    passage_max_length: int = 128
+    query_max_length: int = 64
+    prompt_doc_words: int = 40  # E2Rank pseudo-query documents
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    kappa: float = 10.0
+    temperature: float = 0.03
+    ranknet_weighting: Literal["none", "first"] = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+    """One training stage: which params train (regexes over ``/``-joined param paths such as
+    ``encoder/backbone/layers/0/...``), its losses (``rank``, ``ret``) and weights, its labels
+    (``qrels`` or ``teacher``), its share of the total steps, and its peak learning rate."""
+
+    name: str
+    fraction: float
+    trainable: tuple[str, ...] = ("encoder/.*", "reranker/.*", "projector.*", "slot_scale", "alpha")
+    weights: tuple[tuple[str, float], ...] = (("rank", 2.0), ("ret", 1.0))
+    labels: Literal["qrels", "teacher"] = "qrels"
+    lr: float = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    clip_norm: float = 1.0
+    b1: float = 0.9
+    b2: float = 0.999
+    grad_accum: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    stages: tuple[StageConfig, ...] = (
+        StageConfig("stage1", 0.5, labels="qrels"),
+        StageConfig("stage2", 0.5, labels="teacher"),
+    )
+    mesh: tuple[int, int, int] = (-1, 1, 1)
+    steps: int = 200
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    seed: int = 0
+    peak_tflops_per_device: float = 0.0  # for MFU; 0 = unknown (MFU not reported)
+
+    def stage_steps(self) -> list[int]:
+        """Steps of each stage: ``steps`` split by fraction, the last stage takes the rest."""
+        counts = [round(self.steps * s.fraction) for s in self.stages[:-1]]
+        return [*counts, self.steps - sum(counts)]
+
+    def validate(self) -> TrainConfig:
+        if self.steps < 1:
+            raise ValueError(f"steps={self.steps} must be >= 1")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every={self.checkpoint_every} must be >= 1")
+        if not self.stages:
+            raise ValueError("at least one stage is required")
+        if any(s < 0 for s in self.stage_steps()):
+            raise ValueError(f"stage fractions {[s.fraction for s in self.stages]} exceed 1")
+        for stage in self.stages:
+            unknown = sorted({k for k, _ in stage.weights} - {"rank", "ret"})
+            if unknown:
+                raise ValueError(f"stage {stage.name!r}: unknown loss terms {unknown} (rank, ret)")
+            for pattern in stage.trainable:
+                try:
+                    re.compile(pattern)
+                except re.error as err:
+                    raise ValueError(
+                        f"stage {stage.name!r}: bad regex {pattern!r}: {err}"
+                    ) from None
+        if self.data.list_size < 2:
+            raise ValueError(f"data.list_size={self.data.list_size} must be >= 2")
+        return self
+
+
+def _coerce(value: str, annotation: Any, key: str) -> Any:
+    """Parses ``value`` into the type ``annotation`` of field ``key``."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        if value not in annotation.__args__:
+            raise ValueError(f"{key}={value!r}: choose from {annotation.__args__}")
+        return value
+    if annotation is bool:
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{key}={value!r} is not a boolean")
+        return value.lower() in ("true", "1")
+    if annotation in (int, float, str):
+        try:
+            return annotation(value)
+        except ValueError:
+            raise ValueError(f"{key}={value!r} is not a {annotation.__name__}") from None
+    if origin in (tuple, types.UnionType) or annotation is None:
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise ValueError(f"{key}={value!r} is not a Python literal") from None
+        return tuple(parsed) if isinstance(parsed, list) else parsed
+    raise ValueError(f"{key}: overriding a value of type {annotation} is not supported")
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def apply_override(cfg: Any, key: str, value: str) -> Any:
+    """``cfg`` with the dotted field ``key`` set from the string ``value`` (validated)."""
+    head, _, rest = key.partition(".")
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    if head not in fields:
+        raise KeyError(f"unknown config key {key!r}; {type(cfg).__name__} has {sorted(fields)}")
+    child = getattr(cfg, head)
+    index, _, tail = rest.partition(".")
+    if rest and isinstance(child, tuple) and index.isdigit():  # stages.1.lr=...
+        if int(index) >= len(child) or not tail:
+            raise KeyError(f"unknown config key {key!r}: {head} has {len(child)} entries")
+        items = list(child)
+        items[int(index)] = apply_override(items[int(index)], tail, value)
+        return dataclasses.replace(cfg, **{head: tuple(items)})
+    if rest:
+        if not dataclasses.is_dataclass(child):
+            raise KeyError(f"unknown config key {key!r}: {head} has no sub-keys")
+        return dataclasses.replace(cfg, **{head: apply_override(child, rest, value)})
+    return dataclasses.replace(cfg, **{head: _coerce(value, _hints(type(cfg))[head], key)})
+
+
+def resolve_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """The preset ``name`` (``configs/presets.py``) with ``key=value`` overrides, validated."""
+    from configs.presets import PRESETS
+
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    cfg = PRESETS[name]
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        cfg = apply_override(cfg, key.strip(), value.strip())
+    return cfg.validate()
+
+
+def config_to_json(cfg: TrainConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
