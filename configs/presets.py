@@ -78,16 +78,11 @@ PRESETS["smollm2-135m-no-contrastive"] = dataclasses.replace(
 PRESETS["smollm2-135m-frozen-encoder"] = dataclasses.replace(
     _SMOL,
     stages=tuple(
-        dataclasses.replace(
-            s,
-            trainable=tuple(t for t in s.trainable if not t.startswith("encoder")),
-            weights=(("rank", 2.0),),
-        )
+        dataclasses.replace(s, trainable=("(?!encoder/).*",), weights=(("rank", 2.0),))
         for s in _SMOL.stages
     ),
 )
 PRESETS["smollm2-135m-e2rank"] = dataclasses.replace(
     _SMOL,
     model=dataclasses.replace(_SMOL.model, mode="e2rank", encoder="smollm2-135m-instruct"),
-    stages=tuple(dataclasses.replace(s, trainable=("encoder/.*",)) for s in _SMOL.stages),
 )

@@ -67,7 +67,7 @@ class StageConfig:
 
     name: str
     fraction: float
-    trainable: tuple[str, ...] = ("encoder/.*", "reranker/.*", "projector.*", "slot_scale", "alpha")
+    trainable: tuple[str, ...] = (".*",)
     weights: tuple[tuple[str, float], ...] = (("rank", 2.0), ("ret", 1.0))
     labels: Literal["qrels", "teacher"] = "qrels"
     lr: float = 1e-5

@@ -96,7 +96,8 @@ class TextTokenizer:
                 )
 
     def _raw_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.hf(list(texts), add_special_tokens=True)["input_ids"]
+        # verbose=False: resrank_jax truncates itself (counted), HF's length warning misleads
+        return self.hf(list(texts), add_special_tokens=True, verbose=False)["input_ids"]
 
     def encode(
         self,

@@ -1,0 +1,151 @@
+"""Static-shape training batches, tokenised once, and a deterministic, checkpointable iterator.
+
+Every array has a fixed shape for the whole run (passages padded to
+``passage_max_length``, prompts to one bucketed length computed over the dataset), so the
+train step compiles once per stage. Batch fields (B lists, K candidates):
+``passage_ids/mask [B, K, Lp]``, ``query_ids/mask [B, Lq]``, ``prompt_ids/mask [B, Lr]``,
+``slot_pos/slot_mask [B, K]`` (ResRank) or ``pseudo_ids/mask [B, Lr]`` (E2Rank),
+``labels [B, K]``, ``positive [B]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from resrank_jax.prompts import (
+    SlotPrompt,
+    chat,
+    e2rank_user_message,
+    pad_slot_prompts,
+    query_text,
+    resrank_user_message,
+    tokenize_with_slots,
+)
+from resrank_jax.rerank.embedding_rankers import truncate_words
+from resrank_jax.tokenizer import TextTokenizer, bucket_length
+from resrank_jax.train.lists import TrainingList
+
+UNBOUNDED = 1 << 20
+
+
+class BatchBuilder:
+    """Tokenises every list once and assembles batches of any subset of lists."""
+
+    def __init__(
+        self,
+        lists: list[TrainingList],
+        encoder_tokenizer: TextTokenizer,
+        reranker_tokenizer: TextTokenizer,
+        *,
+        mode: str,
+        list_size: int,
+        passage_max_length: int,
+        query_max_length: int,
+        prompt_doc_words: int = 40,
+    ) -> None:
+        self.lists, self.k, self.mode = lists, list_size, mode
+        enc = encoder_tokenizer
+        self.stats = {"truncated_passages": 0, "truncated_queries": 0}
+        self.passages = []
+        for tl in lists:
+            e = enc.encode(tl.texts, max_length=passage_max_length, pad_to=passage_max_length)
+            self.stats["truncated_passages"] += e.num_truncated
+            self.passages.append(e)
+        q_texts = [query_text(tl.query) if enc.pooling == "last" else tl.query for tl in lists]
+        self.queries = enc.encode(q_texts, max_length=query_max_length, pad_to=query_max_length)
+        self.stats["truncated_queries"] = self.queries.num_truncated
+        rr = reranker_tokenizer
+        if mode == "resrank":
+            prompts = [
+                tokenize_with_slots(
+                    rr, chat(rr, resrank_user_message(tl.query, len(tl.docids))), rr.pad_id
+                )
+                for tl in lists
+            ]
+        else:  # e2rank: the pseudo-query is encoded by the encoder (EOS appended, last token)
+            prompts = []
+            for tl in lists:
+                docs = [truncate_words(t, prompt_doc_words) for t in tl.texts]
+                text = chat(enc, e2rank_user_message(tl.query, docs))
+                ids = enc.hf(text, add_special_tokens=False)["input_ids"] + [enc.eos_id]
+                prompts.append(SlotPrompt(ids, []))
+        self.prompt_length = bucket_length(max(len(p.ids) for p in prompts), UNBOUNDED, minimum=64)
+        self.prompts = prompts
+        self.prompt_pad_id = (rr if mode == "resrank" else enc).pad_id
+        self.passage_max_length = passage_max_length
+
+    def __len__(self) -> int:
+        return len(self.lists)
+
+    def batch(self, indices: np.ndarray, labels: str) -> dict[str, np.ndarray]:
+        """The batch of lists ``indices`` with ``labels`` ``qrels`` or ``teacher``."""
+        b, k, lp = len(indices), self.k, self.passage_max_length
+        passage_ids = np.zeros((b, k, lp), np.int32)
+        passage_mask = np.zeros((b, k, lp), np.int32)
+        label_arr = np.zeros((b, k), np.float32)
+        cand_mask = np.zeros((b, k), np.int32)
+        for row, i in enumerate(indices):
+            e, tl = self.passages[i], self.lists[i]
+            n = len(tl.docids)
+            passage_ids[row, :n], passage_mask[row, :n] = e.input_ids, e.attention_mask
+            label_arr[row, :n] = tl.qrels_labels if labels == "qrels" else tl.teacher_labels
+            cand_mask[row, :n] = 1
+        slots = pad_slot_prompts(
+            [self.prompts[i] for i in indices],
+            self.prompt_pad_id,
+            pad_to=self.prompt_length,
+            n_slots=k,
+        )
+        out = {
+            "passage_ids": passage_ids,
+            "passage_mask": passage_mask,
+            "query_ids": self.queries.input_ids[indices],
+            "query_mask": self.queries.attention_mask[indices],
+            "labels": label_arr,
+            "cand_mask": cand_mask,
+            "positive": np.argmax(np.where(cand_mask > 0, label_arr, -np.inf), axis=1).astype(
+                np.int32
+            ),
+        }
+        if self.mode == "resrank":
+            out.update(prompt_ids=slots.ids, prompt_mask=slots.mask, slot_pos=slots.slot_pos)
+        else:
+            out.update(pseudo_ids=slots.ids, pseudo_mask=slots.mask)
+        return out
+
+
+@dataclasses.dataclass
+class IteratorState:
+    """Where the iterator is: epoch and the next list within that epoch's permutation."""
+
+    epoch: int = 0
+    cursor: int = 0
+
+
+class ListIterator:
+    """Batches of ``batch_size`` lists in a seeded permutation per epoch (remainder dropped).
+
+    ``state`` is plain data saved with every checkpoint; the same seed and state always give
+    the same next batch. ``process_slice`` selects this process's contiguous rows.
+    """
+
+    def __init__(
+        self, num_lists: int, batch_size: int, seed: int, state: IteratorState | None = None
+    ):
+        if num_lists < batch_size:
+            raise ValueError(f"{num_lists} training lists cannot fill a batch of {batch_size}")
+        self.num_lists, self.batch_size, self.seed = num_lists, batch_size, seed
+        self.state = state or IteratorState()
+
+    def _order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_lists)
+
+    def next_indices(self) -> np.ndarray:
+        s = self.state
+        if s.cursor + self.batch_size > self.num_lists:
+            s.epoch, s.cursor = s.epoch + 1, 0
+        indices = self._order(s.epoch)[s.cursor : s.cursor + self.batch_size]
+        s.cursor += self.batch_size
+        return indices

@@ -1,0 +1,68 @@
+"""Build the model pair a config names (random tiny backbones, packaged weights, HF sources)
+with its tokenizers, already placed on the mesh."""
+
+from __future__ import annotations
+
+from flax import nnx
+from jax.sharding import Mesh
+
+from resrank_jax.config import ModelConfig
+from resrank_jax.hf.load import load_backbone
+from resrank_jax.hf.packaged import PACKAGED, packaged_weights
+from resrank_jax.models.build import Backbone, init_backbone
+from resrank_jax.models.config import BertConfig, DecoderConfig
+from resrank_jax.models.encoder import Encoder
+from resrank_jax.models.resrank import ResRank
+from resrank_jax.tokenizer import TextTokenizer
+
+# Random tiny backbones that use the packaged tokenizers (their vocabularies).
+TINY = {
+    "tiny-bert": (
+        BertConfig(
+            vocab_size=30522, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2
+        ),
+        "all-minilm-l6-v2",
+    ),
+    "tiny-decoder": (
+        DecoderConfig(
+            family="llama",
+            vocab_size=49152,
+            hidden_size=32,
+            intermediate_size=64,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=8,
+            rope_theta=100000.0,
+        ),
+        "smollm2-135m-instruct",
+    ),
+}
+
+
+def backbone_and_tokenizer(
+    source: str, cfg: ModelConfig, mesh: Mesh, seed: int
+) -> tuple[Backbone, TextTokenizer]:
+    """``(backbone on mesh, checked tokenizer)`` for a source name."""
+    overrides = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, remat=cfg.remat)
+    if source in TINY:
+        arch, tokenizer_source = TINY[source]
+        _, tokenizer = load_backbone(packaged_weights(tokenizer_source))
+        return init_backbone(arch.replace(**overrides), mesh=mesh, seed=seed), tokenizer
+    path = packaged_weights(source) if source in PACKAGED else source
+    model, tokenizer = load_backbone(path, mesh=mesh, **overrides)
+    if tokenizer is None:
+        raise ValueError(f"{source}: no tokenizer found next to the weights")
+    return model, tokenizer
+
+
+def build_model(cfg: ModelConfig, mesh: Mesh, seed: int):
+    """Returns ``(model, encoder_tokenizer, reranker_tokenizer)``; ``model`` is a ``ResRank``
+    (mode ``resrank``) or an ``Encoder`` (mode ``e2rank``, which has no reranker)."""
+    encoder, enc_tok = backbone_and_tokenizer(cfg.encoder, cfg, mesh, seed)
+    if cfg.mode == "e2rank":
+        if isinstance(encoder, nnx.Module) and encoder.cfg.family == "bert":
+            raise ValueError("E2Rank needs a decoder encoder (last-token pooling), not BERT")
+        return Encoder(encoder), enc_tok, enc_tok
+    reranker, rr_tok = backbone_and_tokenizer(cfg.reranker, cfg, mesh, seed + 1)
+    return ResRank(Encoder(encoder), reranker, cfg.resrank, rngs=nnx.Rngs(seed)), enc_tok, rr_tok

@@ -1,0 +1,147 @@
+"""Train state (params, optimizer state, step) with explicit shardings, the per-stage
+optimizer (trainable-parameter regexes), and the jitted train step."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from resrank_jax.config import LossConfig, OptimConfig, StageConfig
+from resrank_jax.models.build import state_shardings
+from resrank_jax.train.objective import compute_loss
+
+
+def param_path(path: tuple) -> str:
+    return "/".join(str(p) for p in path)
+
+
+def trainable_labels(params: nnx.State, stage: StageConfig) -> nnx.State:
+    """``"train"`` / ``"freeze"`` per param from the stage's regexes (full match on the
+    ``/``-joined path). A regex matching nothing is an error: it names a missing group."""
+    paths = [param_path(p) for p, _ in nnx.to_flat_state(params)]
+    for pattern in stage.trainable:
+        if not any(re.fullmatch(pattern, p) for p in paths):
+            raise ValueError(
+                f"stage {stage.name!r}: trainable pattern {pattern!r} matches no parameter "
+                f"(e.g. {paths[:3]})"
+            )
+    flat = [
+        (
+            path,
+            "train"
+            if any(re.fullmatch(p, param_path(path)) for p in stage.trainable)
+            else "freeze",
+        )
+        for path, _ in nnx.to_flat_state(params)
+    ]
+    return nnx.from_flat_state(flat)
+
+
+def make_optimizer(params: nnx.State, stage: StageConfig, steps: int, cfg: OptimConfig):
+    """AdamW with linear warmup and linear decay on the stage's trainable params (clipped by
+    global norm); frozen params get zero updates."""
+    warmup = max(1, round(cfg.warmup_ratio * steps))
+
+    def schedule(count):
+        """Linear warmup to ``lr`` over ``warmup`` steps (step 0 already gets lr/warmup), then
+        linear decay towards 0 at the stage's end."""
+        t = jnp.asarray(count, jnp.float32)
+        up = (t + 1) / warmup
+        down = (steps - t) / max(1, steps - warmup + 1)
+        return stage.lr * jnp.clip(jnp.minimum(up, down), 0.0, 1.0)
+
+    train = optax.chain(
+        optax.clip_by_global_norm(cfg.clip_norm),
+        optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay),
+    )
+    tx = optax.multi_transform(
+        {"train": train, "freeze": optax.set_to_zero()}, trainable_labels(params, stage)
+    )
+    return tx, schedule
+
+
+def train_state_shardings(params: nnx.State, tx, mesh: Mesh):
+    """Shardings of ``{"params", "opt_state", "step"}``: params by the logical rules, optimizer
+    moments like their params, everything else replicated."""
+    param_sh = state_shardings(params, mesh)
+    replicated = NamedSharding(mesh, P())
+    abstract_opt = jax.eval_shape(tx.init, params)
+    opt_sh = optax.tree_map_params(
+        tx,
+        lambda _, s: s,
+        abstract_opt,
+        param_sh,
+        transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, NamedSharding),
+    )
+    return {"params": param_sh, "opt_state": opt_sh, "step": replicated}
+
+
+def batch_shardings(batch_like: dict, mesh: Mesh) -> dict:
+    """Every batch array is split on its first (list) axis over ``data`` x ``fsdp``."""
+    return {k: NamedSharding(mesh, P(("data", "fsdp"))) for k in batch_like}
+
+
+def make_train_step(
+    graphdef,
+    rest,
+    tx,
+    schedule,
+    weights: dict[str, float],
+    loss_cfg: LossConfig,
+    mode: str,
+    grad_accum: int,
+    shardings: dict,
+    batch_sh: dict,
+) -> Callable:
+    """The pure, jitted step ``(state, batch) -> (state, metrics)`` with explicit in/out
+    shardings and the state donated. ``grad_accum > 1`` averages gradients over microbatches
+    (``lax.scan``); each microbatch's InfoNCE then sees only its own in-batch negatives."""
+
+    def loss_fn(params, batch):
+        model = nnx.merge(graphdef, params, rest)
+        return compute_loss(model, batch, weights, loss_cfg, mode)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step(state, batch):
+        params = state["params"]
+        if grad_accum == 1:
+            (_, metrics), grads = grad_fn(params, batch)
+        else:
+            micro = jax.tree.map(lambda x: x.reshape(grad_accum, -1, *x.shape[1:]), batch)
+
+            def body(carry, mb):
+                (_, m), g = grad_fn(params, mb)
+                return jax.tree.map(jnp.add, carry, (g, m)), None
+
+            zeros = jax.tree.map(
+                jnp.zeros_like, jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro))
+            )
+            (grads, metrics), _ = jax.lax.scan(body, (zeros[1], zeros[0][1]), micro)
+            grads = jax.tree.map(lambda g: g / grad_accum, grads)
+            metrics = jax.tree.map(lambda m: m / grad_accum, metrics)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
+        metrics = dict(metrics)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["update_norm"] = optax.global_norm(updates)
+        metrics["param_norm"] = optax.global_norm(new_params)
+        metrics["lr"] = schedule(state["step"])
+        return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
+
+    return jax.jit(
+        step, in_shardings=(shardings, batch_sh), out_shardings=(shardings, None), donate_argnums=0
+    )
+
+
+def init_opt_state(tx, params, shardings) -> optax.OptState:
+    """Optimizer state created directly with the moments' shardings."""
+    return jax.jit(tx.init, out_shardings=shardings["opt_state"])(params)
