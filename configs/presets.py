@@ -19,7 +19,11 @@ PRESETS: dict[str, TrainConfig] = {
             resrank=ResRankConfig(phi="linear"),
         ),
         data=dataclasses.replace(
-            _CPU_DATA, max_queries=32, passage_max_length=32, query_max_length=24
+            _CPU_DATA,
+            queries_per_step=8,
+            max_queries=32,
+            passage_max_length=32,
+            query_max_length=32,
         ),
         steps=8,
         checkpoint_every=2,

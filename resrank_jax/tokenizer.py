@@ -113,6 +113,13 @@ class TextTokenizer:
         Texts longer than ``max_length`` tokens are truncated, keeping the pooling token
         (EOS, or [SEP]) as the last token; the count is returned and a warning is issued once.
         """
+        rows, truncated = self.token_rows(texts, max_length=max_length)
+        return self.pad_rows(rows, truncated, max_length=max_length, pad_to=pad_to, bucket=bucket)
+
+    def token_rows(
+        self, texts: Sequence[str], *, max_length: int = 512
+    ) -> tuple[list[list[int]], int]:
+        """Unpadded token ids per text (pooling token included) and how many were truncated."""
         rows = self._raw_ids(texts)
         if self.pooling == "last":
             rows = [[*r, self.eos_id] for r in rows]
@@ -125,9 +132,21 @@ class TextTokenizer:
             warnings.warn(
                 f"{truncated} of {len(rows)} texts exceed {max_length} tokens and were truncated "
                 "(counted in Encoded.num_truncated; this warning is shown once)",
-                stacklevel=2,
+                stacklevel=3,
             )
             self._warned_truncation = True
+        return rows, truncated
+
+    def pad_rows(
+        self,
+        rows: Sequence[Sequence[int]],
+        truncated: int = 0,
+        *,
+        max_length: int = 512,
+        pad_to: int | None = None,
+        bucket: bool = False,
+    ) -> Encoded:
+        """Pads ``token_rows`` output on this tokenizer's side (see ``encode``)."""
         longest = max(len(r) for r in rows)
         length = pad_to or (bucket_length(longest, max_length) if bucket else longest)
         if any(len(r) > length for r in rows):

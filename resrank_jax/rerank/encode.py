@@ -34,21 +34,24 @@ def encode_texts(
 
     ``stats`` (if given) accumulates ``tokens_processed`` and ``truncated``.
     """
-    out = []
+    if not texts:
+        return np.zeros((0, encoder.width), np.float32)
+    rows, truncated = tokenizer.token_rows(texts, max_length=max_length)
+    order = np.argsort([len(r) for r in rows], kind="stable")  # similar lengths share a batch
+    filler = tokenizer.token_rows([""], max_length=max_length)[0][0]
+    out = np.zeros((len(texts), encoder.width), np.float32)
     steps = range(0, len(texts), batch_size)
     if progress:
         steps = tqdm(steps, desc=progress if isinstance(progress, str) else "encode", unit="batch")
     for start in steps:
-        chunk = list(texts[start : start + batch_size])
-        filler = [""] * (batch_size - len(chunk))  # fixed row count: one compile per length
-        enc = tokenizer.encode(chunk + filler, max_length=max_length, bucket=True)
-        emb = _ENCODE(encoder, enc.input_ids, enc.attention_mask)
-        out.append(np.asarray(emb)[: len(chunk)])
-        if stats is not None:
-            real = int(enc.attention_mask[: len(chunk)].sum())
-            stats["tokens_processed"] = stats.get("tokens_processed", 0) + real
-            stats["truncated"] = stats.get("truncated", 0) + enc.num_truncated
-    return np.concatenate(out) if out else np.zeros((0, encoder.width), np.float32)
+        idx = order[start : start + batch_size]
+        chunk = [rows[i] for i in idx] + [filler] * (batch_size - len(idx))  # fixed row count
+        enc = tokenizer.pad_rows(chunk, max_length=max_length, bucket=True)
+        out[idx] = np.asarray(_ENCODE(encoder, enc.input_ids, enc.attention_mask))[: len(idx)]
+    if stats is not None:
+        stats["tokens_processed"] = stats.get("tokens_processed", 0) + sum(len(r) for r in rows)
+        stats["truncated"] = stats.get("truncated", 0) + truncated
+    return out
 
 
 class EmbeddingCache:

@@ -78,8 +78,15 @@ def load_lists(cfg: TrainConfig):
     return lists_from_qrels(queries, read_qrels(d.qrels), corpus, list_size=d.list_size)
 
 
+# Keys a resumed run may change: the mesh (restore onto another device layout) and logging.
+RESUMABLE_CHANGES = ("mesh", "log_every", "peak_tflops_per_device")
+
+
 def _check_same_config(saved: str, current: str, path: Path) -> None:
     a, b = json.loads(saved), json.loads(current)
+    for key in RESUMABLE_CHANGES:
+        a.pop(key, None)
+        b.pop(key, None)
     if a != b:
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         raise ValueError(
@@ -104,6 +111,12 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
     maybe_initialize_distributed()
     cfg.validate()
     mesh = make_mesh(cfg.mesh)  # a mesh that does not divide the devices fails here
+    batch_ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    if cfg.data.queries_per_step % batch_ways:
+        raise ValueError(
+            f"data.queries_per_step={cfg.data.queries_per_step} cannot be split over the "
+            f"{batch_ways} data x fsdp shards of mesh {dict(mesh.shape)}"
+        )
     out = Path(output_dir).absolute()
     lead = jax.process_index() == 0
     out.mkdir(parents=True, exist_ok=True)

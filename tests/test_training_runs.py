@@ -1,0 +1,145 @@
+"""End-to-end training runs in subprocesses: kill-and-resume exactness, half-written
+checkpoints, SIGTERM, resume on another mesh, and a 2-process jax.distributed run."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+
+from tests.train_runs import (
+    ROOT,
+    exported_tensors,
+    metric_lines,
+    run_train,
+    start_and_wait,
+    train_cmd,
+)
+
+STEPS = ("steps=8", "checkpoint_every=2")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    proc = run_train(out, *STEPS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_uninterrupted_run_outputs(uninterrupted):
+    lines = metric_lines(uninterrupted)
+    assert [m["step"] for m in lines] == list(range(1, 9))
+    assert {
+        "loss",
+        "loss/rank",
+        "loss/ret",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "step_time",
+        "data_time",
+    } <= set(lines[0])
+    assert [m["stage"] for m in lines] == ["stage1"] * 4 + ["stage2"] * 4
+    summary = json.loads((uninterrupted / "summary.json").read_text())
+    assert summary["compiles_per_stage"] == {"stage1": 1, "stage2": 1}
+    saved = json.loads((uninterrupted / "config.json").read_text())
+    assert saved["steps"] == 8 and saved["checkpoint_every"] == 2
+    import transformers
+
+    for part in ("encoder", "reranker"):  # the export loads in transformers
+        transformers.AutoModel.from_pretrained(uninterrupted / "export" / part)
+
+
+def test_sigkill_then_resume_is_exact(uninterrupted, tmp_path):
+    proc = start_and_wait(tmp_path, *STEPS, min_steps=5)
+    proc.kill()
+    proc.wait()
+    done = len(metric_lines(tmp_path))
+    assert 5 <= done < 8, "the kill must land mid-training"
+    resumed = run_train(tmp_path, *STEPS)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from step" in resumed.stdout
+    assert [m["loss"] for m in metric_lines(tmp_path)] == [
+        m["loss"] for m in metric_lines(uninterrupted)
+    ]
+    a, b = exported_tensors(uninterrupted), exported_tensors(tmp_path)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_half_written_checkpoint_is_ignored(uninterrupted, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted, out)
+    partial = out / "checkpoints" / "10.orbax-checkpoint-tmp-1700000000000000"
+    shutil.copytree(out / "checkpoints" / "8", partial)
+    shutil.rmtree(partial / "params")  # as if killed mid-write
+    proc = run_train(out, *STEPS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from step 8" in proc.stdout
+    assert not partial.exists()
+
+
+def test_sigterm_saves_before_exit(tmp_path):
+    proc = start_and_wait(tmp_path, *STEPS, "checkpoint_every=100", min_steps=3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    from resrank_jax.train.checkpoint import Checkpointer
+
+    steps_logged = len(metric_lines(tmp_path))
+    assert Checkpointer(tmp_path / "checkpoints").latest_step() == steps_logged >= 3
+
+
+@pytest.mark.slow
+def test_resume_onto_a_different_mesh(uninterrupted, tmp_path):
+    proc = start_and_wait(tmp_path, *STEPS, "mesh=(2,2,2)", min_steps=5)
+    proc.kill()
+    proc.wait()
+    resumed = run_train(tmp_path, *STEPS, "mesh=(1,2,4)")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    losses = [m["loss"] for m in metric_lines(tmp_path)]
+    np.testing.assert_allclose(losses, [m["loss"] for m in metric_lines(uninterrupted)], rtol=1e-4)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_cpu_run(tmp_path):
+    port = _free_port()
+    procs = []
+    for pid in range(2):
+        env = dict(
+            os.environ,
+            XLA_FLAGS="--xla_force_host_platform_device_count=4",
+            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+            JAX_NUM_PROCESSES="2",
+            JAX_PROCESS_ID=str(pid),
+        )
+        procs.append(
+            subprocess.Popen(
+                train_cmd(tmp_path, "steps=4", "checkpoint_every=2"),
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["devices"] == 8 and summary["processes"] == 2
+    assert [m["step"] for m in metric_lines(tmp_path)] == [1, 2, 3, 4]
+    from resrank_jax.train.checkpoint import Checkpointer
+
+    assert Checkpointer(tmp_path / "checkpoints").latest_step() == 4
