@@ -131,9 +131,9 @@ def make_train_step(
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         metrics = dict(metrics)
-        metrics["grad_norm"] = optax.global_norm(grads)
-        metrics["update_norm"] = optax.global_norm(updates)
-        metrics["param_norm"] = optax.global_norm(new_params)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        metrics["update_norm"] = optax.tree.norm(updates)
+        metrics["param_norm"] = optax.tree.norm(new_params)
         metrics["lr"] = schedule(state["step"])
         return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
