@@ -24,7 +24,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--corpus", action="append", help="corpus for candidates without text")
     p.add_argument("--name", action="append", help="dataset names (default: folder/file)")
     p.add_argument("--ranker", required=True, choices=RANKERS)
-    p.add_argument("--model", help="encoder / generator: HF dir, hub id, .gguf, or packaged name")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", help="a train.py output directory (latest checkpoint)")
+    source.add_argument(
+        "--model", help="encoder / generator: HF dir, hub id, .gguf, or packaged name"
+    )
     p.add_argument("--reranker", help="ResRank Reranker-LLM source (default: --model)")
     p.add_argument("--passage-max-length", type=int, default=256)
     p.add_argument("--max-queries", type=int, help="rank only the first N queries of each set")
@@ -55,6 +59,7 @@ def main(argv=None) -> int:
     ]
     ranker = build_ranker(
         args.ranker,
+        checkpoint=args.checkpoint,
         model=args.model,
         reranker=args.reranker,
         passage_max_length=args.passage_max_length,

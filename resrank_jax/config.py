@@ -198,3 +198,27 @@ def resolve_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Tr
 
 def config_to_json(cfg: TrainConfig) -> str:
     return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
+
+
+def _from_dict(cls, data: dict) -> Any:
+    hints = _hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, hint = data[f.name], hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            value = _from_dict(hint, value)
+        elif typing.get_origin(hint) is tuple:
+            args = typing.get_args(hint)
+            if args and dataclasses.is_dataclass(args[0]):
+                value = tuple(_from_dict(args[0], v) for v in value)
+            else:
+                value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def config_from_json(text: str) -> TrainConfig:
+    """Inverse of ``config_to_json`` (the resolved config saved with every run)."""
+    return _from_dict(TrainConfig, json.loads(text)).validate()

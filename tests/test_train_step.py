@@ -154,13 +154,13 @@ def test_bad_configs_fail_with_the_reason(overrides, error, message):
 
 
 def test_bad_runtime_configs_fail_before_any_step(tmp_path):
-    with pytest.raises(ValueError, match="needs 3 devices|does not divide"):
+    with pytest.raises(ValueError, match=r"needs 3 devices|does not divide"):
         run_training(resolve_config("tiny", ["mesh=(3,1,1)"]), tmp_path / "a", progress=False)
     with pytest.raises(ValueError, match="cannot be split"):
         run_training(
             resolve_config("tiny", ["data.queries_per_step=6"]), tmp_path / "b", progress=False
         )
-    with pytest.raises(ValueError, match="'decoder/.*' matches no parameter"):
+    with pytest.raises(ValueError, match=r"'decoder/\.\*' matches no parameter"):
         run_training(
             resolve_config("tiny", ["stages.0.trainable=('decoder/.*',)"]),
             tmp_path / "c",

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -143,3 +144,35 @@ def test_two_process_cpu_run(tmp_path):
     from resrank_jax.train.checkpoint import Checkpointer
 
     assert Checkpointer(tmp_path / "checkpoints").latest_step() == 4
+
+
+def test_eval_from_a_training_checkpoint(uninterrupted, tmp_path):
+    metrics_path = tmp_path / "m.json"
+    cmd = [
+        sys.executable,
+        "eval.py",
+        "--candidates",
+        "data/scifact/candidates.test.jsonl",
+        "--corpus",
+        "data/scifact/corpus.jsonl",
+        "--qrels",
+        "data/scifact/qrels.test.txt",
+        "--ranker",
+        "resrank",
+        "--checkpoint",
+        str(uninterrupted),
+        "--max-queries",
+        "2",
+        "--passage-max-length",
+        "32",
+        "--metrics-json",
+        str(metrics_path),
+        "--quiet",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads(metrics_path.read_text())
+    assert (
+        metrics["queries"] == 2 and metrics["ranked_queries"] == 2 and 0 <= metrics["nDCG@10"] <= 1
+    )
+    assert metrics["ranker"] == "resrank" and metrics["model_calls"] == 2

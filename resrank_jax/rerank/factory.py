@@ -27,6 +27,7 @@ def resolve_model(source: str):
 def build_ranker(
     name: str,
     *,
+    checkpoint: str | None = None,
     model: str | None = None,
     reranker: str | None = None,
     passage_max_length: int = 256,
@@ -39,8 +40,10 @@ def build_ranker(
         raise ValueError(f"unknown ranker {name!r}; choose from {', '.join(RANKERS)}")
     if name in ("bm25", "identity"):
         return IdentityRanker(name)
+    if checkpoint is not None:
+        return ranker_from_run(name, checkpoint, passage_max_length)
     if model is None:
-        raise ValueError(f"ranker {name!r} needs a model (--model SOURCE)")
+        raise ValueError(f"ranker {name!r} needs --model SOURCE or --checkpoint DIR")
     backbone, tokenizer = resolve_model(model)
     if tokenizer is None:
         raise ValueError(f"{model}: no tokenizer found next to the weights")
@@ -62,3 +65,21 @@ def build_ranker(
     resrank = ResRank(Encoder(backbone), rr_backbone, cfg, rngs=nnx.Rngs(0))
     window = (20, 10) if name == "resrank-window" else None
     return ResRankRanker(resrank, tokenizer, rr_tokenizer, window=window, **kw)
+
+
+def ranker_from_run(name: str, run_dir: str, passage_max_length: int) -> Ranker:
+    """A ranker from a training run's latest checkpoint: ``resrank``/``resrank-window`` for a
+    ResRank run, ``e2rank`` for an E2Rank run, ``dense`` (the trained encoder) for both."""
+    from resrank_jax.train.models import load_trained
+
+    model, enc_tok, rr_tok, cfg = load_trained(run_dir)
+    kw = dict(passage_max_length=passage_max_length)
+    encoder = model.encoder if cfg.model.mode == "resrank" else model
+    if name == "dense":
+        return DenseRanker(encoder, enc_tok, **kw)
+    if cfg.model.mode == "e2rank" and name == "e2rank":
+        return E2RankRanker(model, enc_tok, **kw)
+    if cfg.model.mode == "resrank" and name in ("resrank", "resrank-window"):
+        window = (20, 10) if name == "resrank-window" else None
+        return ResRankRanker(model, enc_tok, rr_tok, window=window, **kw)
+    raise ValueError(f"a {cfg.model.mode} run cannot serve ranker {name!r}")

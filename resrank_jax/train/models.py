@@ -3,13 +3,16 @@ with its tokenizers, already placed on the mesh."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import jax
 from flax import nnx
 from jax.sharding import Mesh
 
 from resrank_jax.config import ModelConfig
 from resrank_jax.hf.load import load_backbone
 from resrank_jax.hf.packaged import PACKAGED, packaged_weights
-from resrank_jax.models.build import Backbone, init_backbone
+from resrank_jax.models.build import Backbone, default_mesh, init_backbone, state_shardings
 from resrank_jax.models.config import BertConfig, DecoderConfig
 from resrank_jax.models.encoder import Encoder
 from resrank_jax.models.resrank import ResRank
@@ -66,3 +69,33 @@ def build_model(cfg: ModelConfig, mesh: Mesh, seed: int):
         return Encoder(encoder), enc_tok, enc_tok
     reranker, rr_tok = backbone_and_tokenizer(cfg.reranker, cfg, mesh, seed + 1)
     return ResRank(Encoder(encoder), reranker, cfg.resrank, rngs=nnx.Rngs(seed)), enc_tok, rr_tok
+
+
+def load_trained(run_dir: str | Path, mesh: Mesh | None = None):
+    """The model of a training run at its latest committed checkpoint (all params, ResRank's
+    projector/scale included), with its tokenizers and config.
+
+    Returns ``(model, encoder_tokenizer, reranker_tokenizer, config)``.
+    """
+    from resrank_jax.config import config_from_json
+    from resrank_jax.train.checkpoint import Checkpointer
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise FileNotFoundError(f"{run_dir}: not a training run (no config.json)")
+    cfg = config_from_json((run_dir / "config.json").read_text())
+    mesh = default_mesh(mesh)
+    model, enc_tok, rr_tok = build_model(cfg.model, mesh, cfg.seed)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    ckpt = Checkpointer(run_dir / "checkpoints", async_save=False)
+    step = ckpt.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"{run_dir}: no committed checkpoint")
+    target = jax.tree.map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+        params,
+        state_shardings(params, mesh),
+    )
+    params = ckpt.restore(step, {"params": target}, with_opt_state=False)["params"]
+    ckpt.close()
+    return nnx.merge(graphdef, params, rest), enc_tok, rr_tok, cfg
