@@ -3,14 +3,12 @@ the rerankers' embedding cache."""
 
 import numpy as np
 
-from resrank_jax import init_backbone, make_mesh
+from resrank_jax import load_backbone, make_mesh
 from resrank_jax.data.formats import read_corpus, read_queries
-from resrank_jax.models.config import BertConfig
+from resrank_jax.hf.packaged import packaged_weights
 from resrank_jax.models.encoder import Encoder
 from resrank_jax.rerank.encode import encode_texts
 from resrank_jax.retrieval import DenseIndex
-
-MINI = BertConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2)
 
 
 def test_sharded_top_k_equals_numpy_on_scifact(minilm_tokenizer, tmp_path):
@@ -18,7 +16,8 @@ def test_sharded_top_k_equals_numpy_on_scifact(minilm_tokenizer, tmp_path):
         list(read_corpus("data/scifact/corpus.jsonl").items())[:203]
     )  # 203: not a multiple of 8
     queries = list(read_queries("data/scifact/queries.jsonl").values())[:6]
-    encoder = Encoder(init_backbone(MINI, seed=1))
+    model, _ = load_backbone(packaged_weights("all-minilm-l6-v2"))  # real encoder: no near-ties
+    encoder = Encoder(model)
     index = DenseIndex.build(encoder, minilm_tokenizer, corpus, max_length=64, progress=False)
     q = encode_texts(encoder, minilm_tokenizer, queries, max_length=32)
     scores, docids = index.search(q, 10, mesh=make_mesh((2, 2, 2)))
