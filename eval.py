@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from resrank_jax.evaluation import evaluate_ranker, format_table, load_dataset
+from resrank_jax.rerank.encode import EmbeddingCache
 from resrank_jax.rerank.factory import RANKERS, build_ranker
 
 
@@ -34,6 +35,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-queries", type=int, help="rank only the first N queries of each set")
     p.add_argument("--run-out", help="TREC run file (several datasets: suffixed by dataset index)")
     p.add_argument("--metrics-json", help="write the metrics as JSON here")
+    p.add_argument(
+        "--embedding-cache",
+        help=".npz of passage embeddings for this encoder: loaded if present, updated after",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     n = len(args.candidates)
@@ -64,6 +69,9 @@ def main(argv=None) -> int:
         reranker=args.reranker,
         passage_max_length=args.passage_max_length,
     )
+    cache = getattr(ranker, "cache", None)
+    if args.embedding_cache and cache is not None and Path(args.embedding_cache).exists():
+        ranker.cache = EmbeddingCache.load(args.embedding_cache)
     results = {}
     for i, dataset in enumerate(datasets):
         run_out = args.run_out if n == 1 or not args.run_out else f"{args.run_out}.{i}"
@@ -71,6 +79,8 @@ def main(argv=None) -> int:
             ranker, dataset, max_queries=args.max_queries, run_out=run_out, progress=not args.quiet
         )
     print(format_table(results))
+    if args.embedding_cache and cache is not None:
+        ranker.cache.save(args.embedding_cache)
     if args.metrics_json:
         payload = next(iter(results.values())) if n == 1 else results
         Path(args.metrics_json).write_text(json.dumps(payload, indent=2) + "\n")
