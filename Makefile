@@ -28,7 +28,7 @@ demo: install
 	$(BIN)/python -m resrank_jax.demo
 
 test: install
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow

@@ -1,48 +1,162 @@
-"""A short real forward pass with the packaged pretrained weights (the placeholder main job
-until the end-to-end ResRank demo lands).
+"""The main job: train a ResRank pair from real pretrained weights (all-MiniLM-L6-v2 encoder,
+SmolLM2-135M-Instruct reranker) dual-stage on SciFact train, then rerank BM25 top-100 of
+SciFact test and TREC DL19 with every ranker, print one table, and save JSON, markdown and an
+nDCG-vs-latency plot.
 
-    python -m resrank_jax.demo
+    python -m resrank_jax.demo [--full | --reduced] [--output-dir runs/demo]
+
+Defaults fit ~15 minutes on 2 CPU cores (query subsets, short passages); ``--full`` ranks all
+queries and trains longer; ``--reduced`` is the seconds-scale mode the test suite runs.
+Rerunning resumes the training run and recomputes the table.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import time
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-
-from resrank_jax import load_backbone
+from resrank_jax.config import resolve_config
+from resrank_jax.evaluation import Dataset, evaluate_ranker, format_table, load_dataset
 from resrank_jax.hf.packaged import packaged_weights
-from resrank_jax.models.pooling import l2_normalize, pool
+from resrank_jax.models.encoder import Encoder
+from resrank_jax.plot import quality_latency_svg
+from resrank_jax.rerank.base import IdentityRanker
+from resrank_jax.rerank.embedding_rankers import DenseRanker, E2RankRanker, ResRankRanker
+from resrank_jax.rerank.encode import EmbeddingCache
+from resrank_jax.train.loop import run_training
+from resrank_jax.train.models import load_trained
 
-SENTENCES = [
-    "A man is eating food.",
-    "A man is eating a piece of bread.",
-    "The girl is carrying a baby.",
-]
-PROMPT = "The capital of France is"
+DATA = Path(__file__).resolve().parent.parent / "data"
 
 
-def main() -> None:
-    start = time.perf_counter()
-    encoder, enc_tok = load_backbone(packaged_weights("all-minilm-l6-v2"))
-    batch = enc_tok.encode(SENTENCES)
-    mask = jnp.asarray(batch.attention_mask)
-    emb = l2_normalize(
-        pool(encoder(jnp.asarray(batch.input_ids), attention_mask_bl=mask), mask, "mean")
+@dataclasses.dataclass(frozen=True)
+class DemoSize:
+    steps: int
+    train_queries: int
+    dl19_queries: int
+    scifact_queries: int
+    passage_max_length: int
+
+
+SIZES = {
+    "reduced": DemoSize(
+        steps=4, train_queries=16, dl19_queries=2, scifact_queries=2, passage_max_length=32
+    ),
+    "default": DemoSize(
+        steps=40, train_queries=400, dl19_queries=10, scifact_queries=20, passage_max_length=128
+    ),
+    "full": DemoSize(
+        steps=400, train_queries=0, dl19_queries=0, scifact_queries=0, passage_max_length=256
+    ),
+}
+
+
+def datasets(size: DemoSize) -> list[tuple[Dataset, int | None]]:
+    dl19 = load_dataset(
+        DATA / "trec-dl19/candidates.jsonl", DATA / "trec-dl19/qrels.txt", name="DL19"
     )
-    print("all-MiniLM-L6-v2 mean-pooled cosine similarities:")
-    for i in range(1, len(SENTENCES)):
-        print(f"  {float(emb[0] @ emb[i]):.4f}  {SENTENCES[0]!r} vs {SENTENCES[i]!r}")
+    scifact = load_dataset(
+        DATA / "scifact/candidates.test.jsonl",
+        DATA / "scifact/qrels.test.txt",
+        DATA / "scifact/corpus.jsonl",
+        name="SciFact-test",
+    )
+    return [(dl19, size.dl19_queries or None), (scifact, size.scifact_queries or None)]
 
-    decoder, dec_tok = load_backbone(packaged_weights("smollm2-135m-instruct"))
-    ids = dec_tok.hf(PROMPT)["input_ids"]
-    forward = jax.jit(lambda m, x: m.logits(m(x))[:, -1])
-    for _ in range(6):  # greedy, no KV cache: only a smoke test of the loaded weights
-        ids.append(int(jnp.argmax(forward(decoder, jnp.asarray([ids], jnp.int32))[0])))
-    print(f"SmolLM2-135M-Instruct (GGUF) greedy continuation: {dec_tok.hf.decode(ids)!r}")
-    print(f"devices: {jax.devices()}; {time.perf_counter() - start:.1f} s")
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--full", action="store_true", help="all queries, longer training")
+    mode.add_argument("--reduced", action="store_true", help="tiny smoke run (tests)")
+    p.add_argument("--output-dir", default="runs/demo")
+    args = p.parse_args(argv)
+    size = SIZES["full" if args.full else "reduced" if args.reduced else "default"]
+    out = Path(args.output_dir)
+    started = time.perf_counter()
+    packaged_weights("all-minilm-l6-v2"), packaged_weights("smollm2-135m-instruct")  # fail early
+
+    print(f"[1/3] training ResRank (MiniLM encoder + SmolLM2 reranker) on SciFact train: {size}")
+    cfg = resolve_config(
+        "smollm2-135m",
+        [
+            f"steps={size.steps}",
+            f"checkpoint_every={max(1, size.steps // 4)}",
+            f"data.max_queries={size.train_queries}",
+            f"data.passage_max_length={min(size.passage_max_length, 64)}",
+        ],
+    )
+    train_summary = run_training(cfg, out / "train")
+    train_s = time.perf_counter() - started
+
+    print("[2/3] loading rankers")
+    zero_shot, zs_tok = _minilm()
+    trained, enc_tok, rr_tok, _ = load_trained(out / "train")
+    zs_cache, tr_cache = EmbeddingCache(), EmbeddingCache()  # one per encoder, shared by rankers
+    kw = dict(passage_max_length=size.passage_max_length)
+    rankers = [
+        IdentityRanker("bm25"),
+        DenseRanker(zero_shot, zs_tok, cache=zs_cache, **kw),
+        E2RankRanker(zero_shot, zs_tok, cache=zs_cache, prompt_max_length=512, **kw),
+        DenseRanker(trained.encoder, enc_tok, cache=tr_cache, **kw),
+        ResRankRanker(trained, enc_tok, rr_tok, cache=tr_cache, **kw),
+    ]
+    names = [
+        "bm25",
+        "dense (zero-shot MiniLM)",
+        "e2rank mode (zero-shot MiniLM)",
+        "dense (trained encoder)",
+        "resrank (trained, single pass)",
+    ]
+
+    print("[3/3] reranking")
+    rows, points = {}, []
+    for dataset, max_queries in datasets(size):
+        full_bm25 = evaluate_ranker(IdentityRanker("bm25"), dataset, progress=False)
+        full_bm25["ranker"] = "bm25"
+        rows[f"{dataset.name} (all {full_bm25['queries']} q)"] = full_bm25
+        for ranker, name in zip(rankers, names, strict=True):
+            m = evaluate_ranker(ranker, dataset, max_queries=max_queries)
+            m["ranker"] = name
+            rows[f"{dataset.name} ({m['queries']} q) / {name}"] = m
+            points.append({**m, "dataset": dataset.name})
+    table = format_table(rows)
+    print(table)
+    total_s = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(table + "\n")
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "size": dataclasses.asdict(size),
+                "train": train_summary,
+                "train_seconds": train_s,
+                "total_seconds": total_s,
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    quality_latency_svg(
+        points, out / "ndcg_vs_latency.svg", title="nDCG@10 vs latency per query (2-core CPU)"
+    )
+    print(
+        f"saved {out / 'results.md'}, {out / 'results.json'}, {out / 'ndcg_vs_latency.svg'}; "
+        f"{total_s / 60:.1f} min in all"
+    )
+    return 0
+
+
+def _minilm():
+    from resrank_jax.hf.load import load_backbone
+
+    model, tok = load_backbone(packaged_weights("all-minilm-l6-v2"))
+    return Encoder(model), tok
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
