@@ -27,7 +27,7 @@ from resrank_jax.train.loop import TOKEN_MASKS, load_lists, step_flops
 from resrank_jax.train.models import build_model
 from resrank_jax.train.state import (
     batch_shardings,
-    init_opt_state,
+    init_train_state,
     make_optimizer,
     make_train_step,
     train_state_shardings,
@@ -46,26 +46,12 @@ def measure(preset: str, repeats: int, peak_tflops: float) -> dict:
     model, enc_tok, rr_tok = build_model(cfg.model, mesh, cfg.seed)
     lists, _ = load_lists(cfg)
     d = cfg.data
-    builder = BatchBuilder(
-        lists,
-        enc_tok,
-        rr_tok,
-        mode=cfg.model.mode,
-        list_size=d.list_size,
-        passage_max_length=d.passage_max_length,
-        query_max_length=d.query_max_length,
-        prompt_doc_words=d.prompt_doc_words,
-    )
+    builder = BatchBuilder.from_config(lists, enc_tok, rr_tok, cfg)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     stage = cfg.stages[0]
     tx, schedule = make_optimizer(params, stage, 100, cfg.optim)
     shardings = train_state_shardings(params, tx, mesh)
-    params = jax.device_put(jax.tree.map(jnp.copy, params), shardings["params"])
-    state = {
-        "params": params,
-        "opt_state": init_opt_state(tx, params, shardings),
-        "step": jax.device_put(np.int32(0), shardings["step"]),
-    }
+    state = init_train_state(jax.tree.map(jnp.copy, params), tx, shardings)
     batch_np = builder.batch(np.arange(d.queries_per_step), stage.labels)
     batch_sh = batch_shardings(batch_np, mesh)
     batch = {k: jax.device_put(v, batch_sh[k]) for k, v in batch_np.items()}

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resrank_jax import init_backbone
-from resrank_jax.models.config import BertConfig, DecoderConfig, ResRankConfig
+from resrank_jax.models.config import ResRankConfig
 from resrank_jax.models.encoder import Encoder
 from resrank_jax.models.resrank import ResRank
 from resrank_jax.prompts import SLOT, chat, resrank_user_message, tokenize_with_slots
@@ -18,19 +18,10 @@ from resrank_jax.rerank import Candidate, EmptyCandidatesError
 from resrank_jax.rerank.base import IdentityRanker, sliding_windows
 from resrank_jax.rerank.embedding_rankers import DenseRanker, E2RankRanker, ResRankRanker
 from resrank_jax.rerank.generative import GenerativeRanker, parse_permutation
+from resrank_jax.train.models import TINY
 
-SMOL = DecoderConfig(
-    family="llama",
-    vocab_size=49152,
-    hidden_size=32,
-    intermediate_size=64,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=8,
-    rope_theta=100000.0,
-)
-MINI = BertConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2)
+SMOL = TINY["tiny-decoder"][0]  # the tiny backbones of the `tiny` preset: real vocabularies
+MINI = TINY["tiny-bert"][0]
 WORDS = ["protein", "cell", "gene", "drug", "cancer", "virus", "patient", "study", "brain", "blood"]
 
 

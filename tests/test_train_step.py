@@ -15,7 +15,7 @@ from resrank_jax.train.loop import load_lists, run_training
 from resrank_jax.train.models import build_model
 from resrank_jax.train.state import (
     batch_shardings,
-    init_opt_state,
+    init_train_state,
     make_optimizer,
     make_train_step,
     train_state_shardings,
@@ -28,16 +28,7 @@ def setup():
     mesh = make_mesh(cfg.mesh)
     model, enc_tok, rr_tok = build_model(cfg.model, mesh, cfg.seed)
     lists, _ = load_lists(cfg)
-    d = cfg.data
-    builder = BatchBuilder(
-        lists,
-        enc_tok,
-        rr_tok,
-        mode="resrank",
-        list_size=d.list_size,
-        passage_max_length=d.passage_max_length,
-        query_max_length=d.query_max_length,
-    )
+    builder = BatchBuilder.from_config(lists, enc_tok, rr_tok, cfg)
     return cfg, mesh, model, builder
 
 
@@ -48,12 +39,7 @@ def test_state_shardings_follow_rules_and_loss_falls_with_one_compile(setup):
     stage = cfg.stages[0]
     tx, schedule = make_optimizer(params, stage, 12, cfg.optim)
     shardings = train_state_shardings(params, tx, mesh)
-    params = jax.device_put(params, shardings["params"])
-    state = {
-        "params": params,
-        "opt_state": init_opt_state(tx, params, shardings),
-        "step": jax.device_put(np.int32(0), shardings["step"]),
-    }
+    state = init_train_state(params, tx, shardings)
     kernel = state["params"]["reranker"]["layers"][0]["mlp"]["up_proj"]["kernel"][...]
     assert kernel.sharding.spec == P("fsdp", "tensor")
     mu = [leaf for leaf in jax.tree.leaves(state["opt_state"]) if leaf.shape == kernel.shape]
@@ -97,12 +83,7 @@ def test_grad_accumulation_averages_microbatches(setup):
     def first_step(batch_np, accum):
         tx, schedule = make_optimizer(params, stage, 4, cfg.optim)
         shardings = train_state_shardings(params, tx, mesh)
-        p = jax.device_put(jax.tree.map(jnp.copy, params), shardings["params"])
-        state = {
-            "params": p,
-            "opt_state": init_opt_state(tx, p, shardings),
-            "step": jax.device_put(np.int32(0), shardings["step"]),
-        }
+        state = init_train_state(jax.tree.map(jnp.copy, params), tx, shardings)
         batch_sh = batch_shardings(batch_np, mesh)
         step_fn = make_train_step(
             graphdef,

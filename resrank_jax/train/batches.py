@@ -76,6 +76,21 @@ class BatchBuilder:
         self.prompt_pad_id = (rr if mode == "resrank" else enc).pad_id
         self.passage_max_length = passage_max_length
 
+    @classmethod
+    def from_config(cls, lists, encoder_tokenizer, reranker_tokenizer, cfg) -> BatchBuilder:
+        """The builder a ``TrainConfig`` describes."""
+        d = cfg.data
+        return cls(
+            lists,
+            encoder_tokenizer,
+            reranker_tokenizer,
+            mode=cfg.model.mode,
+            list_size=d.list_size,
+            passage_max_length=d.passage_max_length,
+            query_max_length=d.query_max_length,
+            prompt_doc_words=d.prompt_doc_words,
+        )
+
     def __len__(self) -> int:
         return len(self.lists)
 

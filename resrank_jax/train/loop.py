@@ -30,7 +30,7 @@ from resrank_jax.train.lists import lists_from_qrels, lists_from_teacher_file
 from resrank_jax.train.models import TINY, build_model
 from resrank_jax.train.state import (
     batch_shardings,
-    init_opt_state,
+    init_train_state,
     make_optimizer,
     make_train_step,
     train_state_shardings,
@@ -129,16 +129,7 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
     for stage in cfg.stages:  # patterns naming no parameter fail before any compile
         trainable_labels(params, stage)
     d = cfg.data
-    builder = BatchBuilder(
-        lists,
-        enc_tok,
-        rr_tok,
-        mode=cfg.model.mode,
-        list_size=d.list_size,
-        passage_max_length=d.passage_max_length,
-        query_max_length=d.query_max_length,
-        prompt_doc_words=d.prompt_doc_words,
-    )
+    builder = BatchBuilder.from_config(lists, enc_tok, rr_tok, cfg)
     if d.queries_per_step % jax.process_count():
         raise ValueError(
             f"queries_per_step={d.queries_per_step} is not divisible by "
@@ -213,15 +204,12 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
                 shardings,
             )
             restored = ckpt.restore(latest, target, with_opt_state=stage_step > 0)
-            params = restored["params"]
-            opt_state = restored.get("opt_state") or init_opt_state(tx, params, shardings)
-            opt_step = restored["opt_step"] if stage_step > 0 else 0
-            step_arr = jax.device_put(np.int32(opt_step), shardings["step"])
-        else:
-            params = jax.device_put(state["params"] if state else params, shardings["params"])
-            opt_state = init_opt_state(tx, params, shardings)
-            step_arr = jax.device_put(np.int32(0), shardings["step"])
-        state = {"params": params, "opt_state": opt_state, "step": step_arr}
+            state = init_train_state(restored["params"], tx, shardings)
+            if stage_step > 0:  # mid-stage: the stage's optimizer state and step come back too
+                state["opt_state"] = restored["opt_state"]
+                state["step"] = jax.device_put(np.int32(restored["opt_step"]), shardings["step"])
+        else:  # a new stage starts from the previous stage's params with a fresh optimizer
+            state = init_train_state(state["params"] if state else params, tx, shardings)
         step_fn = make_train_step(
             graphdef,
             rest,

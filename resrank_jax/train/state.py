@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
@@ -145,3 +146,13 @@ def make_train_step(
 def init_opt_state(tx, params, shardings) -> optax.OptState:
     """Optimizer state created directly with the moments' shardings."""
     return jax.jit(tx.init, out_shardings=shardings["opt_state"])(params)
+
+
+def init_train_state(params, tx, shardings, opt_step: int = 0) -> dict:
+    """``{"params", "opt_state", "step"}`` placed with ``shardings`` (fresh optimizer)."""
+    params = jax.device_put(params, shardings["params"])
+    return {
+        "params": params,
+        "opt_state": init_opt_state(tx, params, shardings),
+        "step": jax.device_put(np.int32(opt_step), shardings["step"]),
+    }
