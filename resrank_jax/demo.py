@@ -46,7 +46,7 @@ SIZES = {
         steps=4, train_queries=16, dl19_queries=2, scifact_queries=2, passage_max_length=32
     ),
     "default": DemoSize(
-        steps=40, train_queries=400, dl19_queries=10, scifact_queries=20, passage_max_length=128
+        steps=30, train_queries=400, dl19_queries=10, scifact_queries=20, passage_max_length=128
     ),
     "full": DemoSize(
         steps=400, train_queries=0, dl19_queries=0, scifact_queries=0, passage_max_length=256
