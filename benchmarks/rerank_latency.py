@@ -1,0 +1,95 @@
+"""Rerank latency per query on BM25 top-100, every ranker on the same backbone and machine.
+
+    python benchmarks/rerank_latency.py [--queries 3] [--model smollm2-135m-instruct]
+
+ResRank single pass and sliding window (20/10), E2Rank and the generative listwise baseline
+(RankGPT-style, window 20/10, KV-cache greedy decoding) all use ``--model`` as encoder,
+reranker and generator. Embedding rankers are timed twice: with passage embeddings computed
+per query ("cold") and with a warm cache ("cached", as when the dense index already holds
+them). Each ranker first runs one warm-up query (compilation is not timed). Writes
+``benchmarks/results/rerank_latency.json`` with median seconds per query, token counts and
+``speedup_vs_generative`` for ResRank single pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import device_name, write_result
+from resrank_jax.evaluation import load_dataset
+from resrank_jax.models.config import ResRankConfig
+from resrank_jax.rerank.encode import EmbeddingCache
+from resrank_jax.rerank.factory import build_ranker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def time_ranker(ranker, queries, *, cached: bool) -> dict:
+    warm = queries[0]
+    ranker.rank(warm.query, warm.candidates)  # compile outside the timing
+    seconds, stats = [], {}
+    for qc in queries[1:]:
+        if hasattr(ranker, "cache") and not cached:
+            ranker.cache = EmbeddingCache()
+        elif hasattr(ranker, "cache"):
+            ranker.rank(qc.query, qc.candidates)  # fill the cache for this query
+        start = time.perf_counter()
+        ranking = ranker.rank(qc.query, qc.candidates)
+        seconds.append(time.perf_counter() - start)
+        for key, value in ranking.stats.items():
+            stats[key] = stats.get(key, 0) + value
+    n = len(seconds)
+    return {
+        "median_s_per_query": statistics.median(seconds),
+        "queries_timed": n,
+        **{f"{k}_per_query": v / n for k, v in stats.items()},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--queries", type=int, default=3, help="timed queries (+1 warm-up)")
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--passage-max-length", type=int, default=128)
+    args = p.parse_args()
+    dl19 = load_dataset(ROOT / "data/trec-dl19/candidates.jsonl", ROOT / "data/trec-dl19/qrels.txt")
+    queries = dl19.queries[: args.queries + 1]
+    kw = dict(model=args.model, passage_max_length=args.passage_max_length)
+    same_width = ResRankConfig(phi="rescale")
+    results = {}
+    plan = [
+        ("resrank", True),
+        ("resrank", False),
+        ("resrank-window", True),
+        ("e2rank", True),
+        ("e2rank", False),
+        ("generative", False),
+    ]
+    for name, cached in plan:
+        ranker = build_ranker(name, resrank_config=same_width, **kw)
+        label = f"{ranker.name}" + (
+            "" if name == "generative" else " (cached)" if cached else " (cold)"
+        )
+        results[label] = time_ranker(ranker, queries, cached=cached)
+        print(label, results[label])
+    generative = results["generative-window20/10"]["median_s_per_query"]
+    payload = {
+        "benchmark": "rerank_latency",
+        "device": device_name(),
+        "backbone": args.model,
+        "candidates_per_query": 100,
+        "passage_max_length": args.passage_max_length,
+        "rankers": results,
+        "speedup_vs_generative": generative / results["resrank (cached)"]["median_s_per_query"],
+        "speedup_vs_generative_cold": generative / results["resrank (cold)"]["median_s_per_query"],
+    }
+    print(f"wrote {write_result('rerank_latency', payload)}")
+
+
+if __name__ == "__main__":
+    main()
