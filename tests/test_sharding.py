@@ -95,3 +95,35 @@ def test_init_backbone_is_born_sharded():
     kernel = model.layers[0].mlp.up_proj.kernel[...]
     assert kernel.sharding.spec == P("fsdp", "tensor")
     assert {s.data.shape for s in kernel.addressable_shards} == {(16, 32)}
+
+
+def test_every_parameter_carries_logical_axes():
+    from flax import nnx
+
+    from resrank_jax.models.config import ResRankConfig
+    from resrank_jax.sharding import LOGICAL_AXIS_RULES
+    from tests.tiny_models import tiny_resrank
+
+    known = {name for name, _ in LOGICAL_AXIS_RULES}
+    for model in (
+        tiny_resrank(ResRankConfig(phi="mlp", residual="alpha"), bert_encoder=True),
+        tiny_resrank(ResRankConfig(phi="scale")),
+        init_backbone(
+            DecoderConfig(
+                family="qwen2",
+                vocab_size=64,
+                hidden_size=32,
+                intermediate_size=64,
+                num_layers=1,
+                num_heads=4,
+                num_kv_heads=2,
+                head_dim=8,
+                qkv_bias=True,
+                tie_word_embeddings=False,
+            )
+        ),
+    ):
+        for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+            names = var.get_metadata().get("out_sharding")
+            assert names is not None and len(names) == var.ndim, (path, names)
+            assert set(names) <= known, (path, names)

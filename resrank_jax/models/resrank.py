@@ -46,7 +46,9 @@ class ResRank(nnx.Module):
                 "use phi='linear' or phi='mlp'"
             )
         if cfg.phi == "scale":
-            self.slot_scale = nnx.Param(mean_token_norm(reranker))
+            self.slot_scale = nnx.Param(
+                mean_token_norm(reranker), out_sharding=(), eager_sharding=False
+            )
         elif cfg.phi == "linear":
             self.projector = dense(e, d, ("mlp", "embed"), use_bias=True, **kw)
         elif cfg.phi == "mlp":
@@ -54,7 +56,7 @@ class ResRank(nnx.Module):
             self.projector = dense(e, hidden, ("embed", "mlp"), use_bias=True, **kw)
             self.projector_out = dense(hidden, d, ("mlp", "embed"), use_bias=True, **kw)
         if cfg.residual == "alpha":
-            self.alpha = nnx.Param(jnp.ones((), jnp.float32))
+            self.alpha = nnx.Param(jnp.ones((), jnp.float32), out_sharding=(), eager_sharding=False)
 
     def project(self, e_bnd: jax.Array) -> jax.Array:
         """Passage (or query) embeddings in the reranker's width (identity unless a projector)."""
