@@ -23,6 +23,11 @@ E2RANK_HEADER = (
 )
 
 
+def truncate_words(text: str, words: int) -> str:
+    parts = text.split()
+    return text if len(parts) <= words else " ".join(parts[:words])
+
+
 def query_text(query: str, task: str = DEFAULT_TASK) -> str:
     """Qwen3-Embedding / E2Rank query text (the EOS is appended by the tokenizer)."""
     return f"Instruct: {task}\nQuery:{query}"

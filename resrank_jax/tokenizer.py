@@ -19,10 +19,12 @@ Pooling = Literal["last", "mean", "cls"]
 PROBE_TEXT = "A man is eating food."
 
 
-def bucket_length(n: int, max_length: int, minimum: int = 16) -> int:
-    """Smallest power of two >= ``n`` (at least ``minimum``), capped at ``max_length``: the
-    static lengths batches are padded to, so any corpus compiles a handful of shapes."""
-    return min(max_length, max(minimum, 1 << (max(n, 1) - 1).bit_length()))
+def bucket_length(n: int, max_length: int | None = None, minimum: int = 16) -> int:
+    """Smallest power of two >= ``n`` (at least ``minimum``), capped at ``max_length`` if
+    given: the static lengths batches are padded to, so any corpus compiles a handful of
+    shapes."""
+    bucket = max(minimum, 1 << (max(n, 1) - 1).bit_length())
+    return bucket if max_length is None else min(max_length, bucket)
 
 
 class TokenizerCheckError(ValueError):

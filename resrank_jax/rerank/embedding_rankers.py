@@ -19,17 +19,11 @@ from resrank_jax.prompts import (
     query_text,
     resrank_user_message,
     tokenize_with_slots,
+    truncate_words,
 )
 from resrank_jax.rerank.base import Candidate, Ranker, Ranking, order_by_scores, sliding_windows
 from resrank_jax.rerank.encode import EmbeddingCache, encode_texts
 from resrank_jax.tokenizer import TextTokenizer, bucket_length
-
-UNBOUNDED = 1 << 20
-
-
-def truncate_words(text: str, words: int) -> str:
-    parts = text.split()
-    return text if len(parts) <= words else " ".join(parts[:words])
 
 
 class _EmbeddingRanker(Ranker):
@@ -166,11 +160,11 @@ class ResRankRanker(_EmbeddingRanker):
     def score_window(self, query: str, e_nd: np.ndarray, query_emb, stats) -> np.ndarray:
         n = len(e_nd)
         prompt = self.slot_prompt(query, n)
-        n_pad = bucket_length(n, UNBOUNDED, minimum=4)
+        n_pad = bucket_length(n, minimum=4)
         batch = pad_slot_prompts(
             [prompt],
             self.reranker_tokenizer.pad_id,
-            pad_to=bucket_length(len(prompt.ids), UNBOUNDED, minimum=64),
+            pad_to=bucket_length(len(prompt.ids), minimum=64),
             n_slots=n_pad,
         )
         e_pad = np.zeros((1, n_pad, e_nd.shape[1]), np.float32)

@@ -10,9 +10,14 @@ import numpy as np
 
 from resrank_jax.models.decoder import Decoder
 from resrank_jax.models.generation import greedy_generate
-from resrank_jax.prompts import SlotPrompt, chat, pad_slot_prompts, rankgpt_user_message
+from resrank_jax.prompts import (
+    SlotPrompt,
+    chat,
+    pad_slot_prompts,
+    rankgpt_user_message,
+    truncate_words,
+)
 from resrank_jax.rerank.base import Candidate, Ranker, Ranking, sliding_windows
-from resrank_jax.rerank.embedding_rankers import UNBOUNDED, truncate_words
 from resrank_jax.tokenizer import TextTokenizer, bucket_length
 
 
@@ -58,7 +63,7 @@ class GenerativeRanker(Ranker):
         prompt = tok.hf(chat(tok, rankgpt_user_message(query, docs)), add_special_tokens=False)
         ids = prompt["input_ids"]
         batch = pad_slot_prompts(
-            [SlotPrompt(ids, [])], tok.pad_id, pad_to=bucket_length(len(ids), UNBOUNDED, minimum=64)
+            [SlotPrompt(ids, [])], tok.pad_id, pad_to=bucket_length(len(ids), minimum=64)
         )
         tokens, generated = greedy_generate(
             self.model,

@@ -22,12 +22,10 @@ from resrank_jax.prompts import (
     query_text,
     resrank_user_message,
     tokenize_with_slots,
+    truncate_words,
 )
-from resrank_jax.rerank.embedding_rankers import truncate_words
 from resrank_jax.tokenizer import TextTokenizer, bucket_length
 from resrank_jax.train.lists import TrainingList
-
-UNBOUNDED = 1 << 20
 
 
 class BatchBuilder:
@@ -71,7 +69,7 @@ class BatchBuilder:
                 text = chat(enc, e2rank_user_message(tl.query, docs))
                 ids = enc.hf(text, add_special_tokens=False)["input_ids"] + [enc.eos_id]
                 prompts.append(SlotPrompt(ids, []))
-        self.prompt_length = bucket_length(max(len(p.ids) for p in prompts), UNBOUNDED, minimum=64)
+        self.prompt_length = bucket_length(max(len(p.ids) for p in prompts), minimum=64)
         self.prompts = prompts
         self.prompt_pad_id = (rr if mode == "resrank" else enc).pad_id
         self.passage_max_length = passage_max_length
