@@ -16,6 +16,7 @@ from resrank_jax.data.formats import (
     read_qrels,
     write_run,
 )
+from resrank_jax.data.irds import load_irds, register_repo_collections
 from resrank_jax.data.metrics import evaluate
 from resrank_jax.rerank.base import Ranker
 
@@ -40,6 +41,16 @@ def load_dataset(
     corpus: str | Path | None = None,
     name: str | None = None,
 ) -> Dataset:
+    """A dataset from files, or from an ir_datasets id written ``irds:<id>`` (for both
+    ``candidates`` and ``qrels``; ``irds:resrank/scifact/test`` is the repository's copy)."""
+    if str(candidates).startswith("irds:"):
+        dataset_id = str(candidates).removeprefix("irds:")
+        if str(qrels) != str(candidates):
+            raise ValueError(f"with --candidates {candidates} pass the same id as --qrels")
+        if dataset_id.startswith("resrank/"):
+            register_repo_collections(Path(__file__).resolve().parent.parent / "data")
+        queries, judgments = load_irds(dataset_id)
+        return Dataset(name or dataset_id, queries, judgments)
     corpus_map = read_corpus(corpus) if corpus else None
     path = Path(candidates)
     split = path.stem.removeprefix("candidates").strip("._-")
