@@ -13,7 +13,7 @@ COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e3
 def quality_latency_svg(points: list[dict], path: str | Path, *, title: str) -> Path:
     """``points``: dicts with ``ranker``, ``dataset``, ``seconds_per_query``, ``nDCG@10``.
     The x axis is log-scaled latency (seconds per query), the y axis nDCG@10."""
-    width, height, left, right, top, bottom = 720, 440, 70, 200, 40, 50
+    width, height, left, right, top, bottom = 820, 440, 70, 260, 40, 50
     lat = [max(p["seconds_per_query"], 1e-4) for p in points]
     lo, hi = math.log10(min(lat)) - 0.2, math.log10(max(lat)) + 0.2
     ys = [p["nDCG@10"] for p in points]
