@@ -45,6 +45,14 @@ def test_uninterrupted_run_outputs(uninterrupted):
         "data_time",
     } <= set(lines[0])
     assert [m["stage"] for m in lines] == ["stage1"] * 4 + ["stage2"] * 4
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(str(uninterrupted / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("loss")] == list(range(1, 9))
+    assert [e.value for e in acc.Scalars("loss")] == pytest.approx(
+        [m["loss"] for m in lines], rel=1e-6
+    )
     summary = json.loads((uninterrupted / "summary.json").read_text())
     assert summary["compiles_per_stage"] == {"stage1": 1, "stage2": 1}
     saved = json.loads((uninterrupted / "config.json").read_text())

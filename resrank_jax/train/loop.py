@@ -36,6 +36,7 @@ from resrank_jax.train.state import (
     train_state_shardings,
     trainable_labels,
 )
+from resrank_jax.train.tensorboard import ScalarWriter
 
 TOKEN_MASKS = ("passage_mask", "query_mask", "prompt_mask", "pseudo_mask")
 
@@ -173,6 +174,7 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
     )
     rr_params = _count(nnx.state(model.reranker, nnx.Param)) if cfg.model.mode == "resrank" else 0
     preemption = Preemption()
+    tensorboard = ScalarWriter(out / "tensorboard") if lead else None
     timings["setup_s"] = time.perf_counter() - t_setup
     compiles: dict[str, int] = {}
     bar = tqdm(
@@ -258,6 +260,9 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
             if lead:
                 with metrics_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
+                tensorboard.scalars(
+                    global_step, {k: v for k, v in record.items() if k not in ("step", "stage")}
+                )
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
             done = k + 1 == n_steps
@@ -272,12 +277,16 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
                 }
                 ckpt.save(global_step, state, meta, force=True)
                 if preemption.requested:
+                    if tensorboard:
+                        tensorboard.close()
                     ckpt.close()
                     bar.close()
                     raise SystemExit(143)
                 timings["checkpoint_s"] += time.perf_counter() - t3
         compiles[stage.name] = step_fn._cache_size()
     bar.close()
+    if tensorboard:
+        tensorboard.close()
     t3 = time.perf_counter()
     ckpt.close()
     timings["checkpoint_s"] += time.perf_counter() - t3
