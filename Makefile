@@ -41,6 +41,9 @@ format: install
 
 bench: install
 	$(BIN)/python benchmarks/forward_vs_torch.py
+	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/train_step_vs_torch.py
+	$(BIN)/python benchmarks/rerank_latency.py
 
 clean:
 	rm -rf $(VENV)
