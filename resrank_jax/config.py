@@ -181,10 +181,24 @@ def apply_override(cfg: Any, key: str, value: str) -> Any:
     return dataclasses.replace(cfg, **{head: _coerce(value, _hints(type(cfg))[head], key)})
 
 
+def _load_presets() -> dict:
+    """``configs/presets.py`` of this checkout (found from the package, so any working
+    directory works)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "presets.py"
+    spec = importlib.util.spec_from_file_location("resrank_jax_presets", path)
+    if spec is None or not path.exists():
+        raise FileNotFoundError(f"{path}: the presets file of this checkout is missing")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.PRESETS
+
+
 def resolve_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """The preset ``name`` (``configs/presets.py``) with ``key=value`` overrides, validated."""
-    from configs.presets import PRESETS
-
+    PRESETS = _load_presets()
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     cfg = PRESETS[name]

@@ -26,6 +26,7 @@ from resrank_jax.plot import quality_latency_svg
 from resrank_jax.rerank.base import IdentityRanker
 from resrank_jax.rerank.embedding_rankers import DenseRanker, E2RankRanker, ResRankRanker
 from resrank_jax.rerank.encode import EmbeddingCache
+from resrank_jax.sharding import mesh_shape_for_batch
 from resrank_jax.train.loop import run_training
 from resrank_jax.train.models import load_trained
 
@@ -80,6 +81,7 @@ def main(argv=None) -> int:
     packaged_weights("all-minilm-l6-v2"), packaged_weights("smollm2-135m-instruct")  # fail early
 
     print(f"[1/3] training ResRank (MiniLM encoder + SmolLM2 reranker) on SciFact train: {size}")
+    qps = resolve_config("smollm2-135m").data.queries_per_step
     cfg = resolve_config(
         "smollm2-135m",
         [
@@ -87,6 +89,7 @@ def main(argv=None) -> int:
             f"checkpoint_every={max(1, size.steps // 4)}",
             f"data.max_queries={size.train_queries}",
             f"data.passage_max_length={min(size.passage_max_length, 64)}",
+            f"mesh={mesh_shape_for_batch(qps)}",  # any device count (8 TPU cores, 1 CPU)
         ],
     )
     train_summary = run_training(cfg, out / "train")

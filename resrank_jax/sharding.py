@@ -55,6 +55,16 @@ def make_mesh(shape: Sequence[int] = (-1, 1, 1), devices: Sequence | None = None
     )
 
 
+def mesh_shape_for_batch(batch: int, n_devices: int | None = None) -> tuple[int, int, int]:
+    """A ``(data, 1, tensor)`` shape whose data axis divides ``batch``: the largest common
+    divisor of the batch and the device count, the remaining devices on ``tensor``."""
+    import math
+
+    n = n_devices or jax.device_count()
+    data = math.gcd(batch, n)
+    return (data, 1, n // data)
+
+
 def logical_to_spec(names: Sequence[str | None]) -> PartitionSpec:
     """Maps logical axis names to a ``PartitionSpec`` with ``LOGICAL_AXIS_RULES``."""
     rules = dict(LOGICAL_AXIS_RULES)
