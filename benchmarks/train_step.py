@@ -25,13 +25,7 @@ from resrank_jax.config import resolve_config
 from resrank_jax.train.batches import BatchBuilder
 from resrank_jax.train.loop import TOKEN_MASKS, load_lists, step_flops
 from resrank_jax.train.models import build_model
-from resrank_jax.train.state import (
-    batch_shardings,
-    init_train_state,
-    make_optimizer,
-    make_train_step,
-    train_state_shardings,
-)
+from resrank_jax.train.state import build_stage_step
 
 
 def count(tree) -> int:
@@ -49,26 +43,12 @@ def measure(preset: str, repeats: int, peak_tflops: float) -> dict:
     builder = BatchBuilder.from_config(lists, enc_tok, rr_tok, cfg)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     stage = cfg.stages[0]
-    tx, schedule = make_optimizer(params, stage, 100, cfg.optim)
-    shardings = train_state_shardings(params, tx, mesh)
-    state = init_train_state(jax.tree.map(jnp.copy, params), tx, shardings)
     batch_np = builder.batch(np.arange(d.queries_per_step), stage.labels)
-    batch_sh = batch_shardings(batch_np, mesh)
-    batch = {k: jax.device_put(v, batch_sh[k]) for k, v in batch_np.items()}
-    step_fn = make_train_step(
-        graphdef,
-        rest,
-        tx,
-        schedule,
-        dict(stage.weights),
-        cfg.loss,
-        cfg.model.mode,
-        cfg.optim.grad_accum,
-        shardings,
-        batch_sh,
-    )
+    built = build_stage_step(graphdef, rest, params, stage, 100, cfg, mesh, batch_np)
+    state = built.init_state(jax.tree.map(jnp.copy, params))
+    batch = {k: jax.device_put(v, built.batch_shardings[k]) for k, v in batch_np.items()}
     start = time.perf_counter()
-    compiled = step_fn.lower(state, batch).compile()
+    compiled = built.step_fn.lower(state, batch).compile()
     compile_s = time.perf_counter() - start
     holder = {"state": state}
 

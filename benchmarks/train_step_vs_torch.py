@@ -30,13 +30,7 @@ from resrank_jax.hf.packaged import packaged_weights
 from resrank_jax.train.batches import BatchBuilder
 from resrank_jax.train.loop import TOKEN_MASKS, load_lists
 from resrank_jax.train.models import build_model
-from resrank_jax.train.state import (
-    batch_shardings,
-    init_train_state,
-    make_optimizer,
-    make_train_step,
-    train_state_shardings,
-)
+from resrank_jax.train.state import build_stage_step
 
 
 class TorchResRank(torch.nn.Module):
@@ -112,25 +106,11 @@ def main() -> None:
 
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     stage = cfg.stages[0]
-    tx, schedule = make_optimizer(params, stage, 100, cfg.optim)
-    shardings = train_state_shardings(params, tx, mesh)
-    batch_sh = batch_shardings(batch_np, mesh)
-    step_fn = make_train_step(
-        graphdef,
-        rest,
-        tx,
-        schedule,
-        dict(stage.weights),
-        cfg.loss,
-        "resrank",
-        1,
-        shardings,
-        batch_sh,
-    )
-    holder = {"state": init_train_state(jax.tree.map(jnp.copy, params), tx, shardings)}
-    batch = {k: jax.device_put(v, batch_sh[k]) for k, v in batch_np.items()}
+    built = build_stage_step(graphdef, rest, params, stage, 100, cfg, mesh, batch_np, grad_accum=1)
+    holder = {"state": built.init_state(jax.tree.map(jnp.copy, params))}
+    batch = {k: jax.device_put(v, built.batch_shardings[k]) for k, v in batch_np.items()}
     start = time.perf_counter()
-    compiled = step_fn.lower(holder["state"], batch).compile()
+    compiled = built.step_fn.lower(holder["state"], batch).compile()
     compile_s = time.perf_counter() - start
 
     def jax_step():

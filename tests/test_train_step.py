@@ -13,13 +13,7 @@ from resrank_jax.config import resolve_config
 from resrank_jax.train.batches import BatchBuilder, ListIterator
 from resrank_jax.train.loop import load_lists, run_training
 from resrank_jax.train.models import build_model
-from resrank_jax.train.state import (
-    batch_shardings,
-    init_train_state,
-    make_optimizer,
-    make_train_step,
-    train_state_shardings,
-)
+from resrank_jax.train.state import build_stage_step
 
 
 @pytest.fixture(scope="module")
@@ -37,31 +31,18 @@ def test_state_shardings_follow_rules_and_loss_falls_with_one_compile(setup):
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params = jax.tree.map(jnp.copy, params)  # the step donates its state
     stage = cfg.stages[0]
-    tx, schedule = make_optimizer(params, stage, 12, cfg.optim)
-    shardings = train_state_shardings(params, tx, mesh)
-    state = init_train_state(params, tx, shardings)
+    batch_np = builder.batch(np.arange(8), "qrels")
+    built = build_stage_step(graphdef, rest, params, stage, 12, cfg, mesh, batch_np, grad_accum=1)
+    state = built.init_state(params)
     kernel = state["params"]["reranker"]["layers"][0]["mlp"]["up_proj"]["kernel"][...]
     assert kernel.sharding.spec == P("fsdp", "tensor")
     mu = [leaf for leaf in jax.tree.leaves(state["opt_state"]) if leaf.shape == kernel.shape]
     assert mu and all(m.sharding.spec == P("fsdp", "tensor") for m in mu), (
         "moments shard like params"
     )
-    batch_np = builder.batch(np.arange(8), "qrels")
-    batch_sh = batch_shardings(batch_np, mesh)
-    batch = {k: jax.device_put(v, batch_sh[k]) for k, v in batch_np.items()}
+    batch = {k: jax.device_put(v, built.batch_shardings[k]) for k, v in batch_np.items()}
     assert batch["passage_ids"].sharding.spec == P(("data", "fsdp"))
-    step_fn = make_train_step(
-        graphdef,
-        rest,
-        tx,
-        schedule,
-        dict(stage.weights),
-        cfg.loss,
-        "resrank",
-        1,
-        shardings,
-        batch_sh,
-    )
+    step_fn = built.step_fn
     losses = []
     for _ in range(12):
         state, metrics = step_fn(state, batch)
@@ -81,23 +62,12 @@ def test_grad_accumulation_averages_microbatches(setup):
     halves = [builder.batch(np.arange(4), "qrels"), builder.batch(np.arange(4, 8), "qrels")]
 
     def first_step(batch_np, accum):
-        tx, schedule = make_optimizer(params, stage, 4, cfg.optim)
-        shardings = train_state_shardings(params, tx, mesh)
-        state = init_train_state(jax.tree.map(jnp.copy, params), tx, shardings)
-        batch_sh = batch_shardings(batch_np, mesh)
-        step_fn = make_train_step(
-            graphdef,
-            rest,
-            tx,
-            schedule,
-            dict(stage.weights),
-            cfg.loss,
-            "resrank",
-            accum,
-            shardings,
-            batch_sh,
+        built = build_stage_step(
+            graphdef, rest, params, stage, 4, cfg, mesh, batch_np, grad_accum=accum
         )
-        return step_fn(state, {k: jax.device_put(v, batch_sh[k]) for k, v in batch_np.items()})[1]
+        state = built.init_state(jax.tree.map(jnp.copy, params))
+        batch = {k: jax.device_put(v, built.batch_shardings[k]) for k, v in batch_np.items()}
+        return built.step_fn(state, batch)[1]
 
     accumulated = first_step(full, 2)
     separate = [first_step(h, 1) for h in halves]

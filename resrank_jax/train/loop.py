@@ -28,14 +28,7 @@ from resrank_jax.train.batches import BatchBuilder, IteratorState, ListIterator
 from resrank_jax.train.checkpoint import Checkpointer
 from resrank_jax.train.lists import lists_from_qrels, lists_from_teacher_file
 from resrank_jax.train.models import TINY, build_model
-from resrank_jax.train.state import (
-    batch_shardings,
-    init_train_state,
-    make_optimizer,
-    make_train_step,
-    train_state_shardings,
-    trainable_labels,
-)
+from resrank_jax.train.state import batch_shardings, build_stage_step, trainable_labels
 from resrank_jax.train.tensorboard import ScalarWriter
 
 TOKEN_MASKS = ("passage_mask", "query_mask", "prompt_mask", "pseudo_mask")
@@ -185,45 +178,25 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
         disable=not (progress and lead),
     )
     example = builder.batch(np.arange(d.queries_per_step), "qrels")
-    batch_sh = batch_shardings(example, mesh)
+    batch_sh = batch_shardings(example, mesh)  # the same for every stage
     local_rows = d.queries_per_step // jax.process_count()
     row0 = jax.process_index() * local_rows
     state = None
 
     for s in range(stage_idx, len(cfg.stages)):
         stage, n_steps = cfg.stages[s], stage_steps[s]
-        weights = dict(stage.weights)
-        tx, schedule = make_optimizer(params, stage, n_steps, cfg.optim)
-        shardings = train_state_shardings(params, tx, mesh)
+        built = build_stage_step(graphdef, rest, params, stage, n_steps, cfg, mesh, example)
         if state is None and latest is not None:
-            target = jax.tree.map(
-                lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-                {
-                    "params": params,
-                    "opt_state": jax.eval_shape(tx.init, params),
-                    "step": jax.ShapeDtypeStruct((), np.int32),
-                },
-                shardings,
+            mid_stage = stage_step > 0  # then the stage's optimizer state and step come back too
+            restored = ckpt.restore(latest, built.restore_target(params), with_opt_state=mid_stage)
+            state = built.init_state(
+                restored["params"],
+                opt_step=restored["opt_step"] if mid_stage else 0,
+                opt_state=restored.get("opt_state"),
             )
-            restored = ckpt.restore(latest, target, with_opt_state=stage_step > 0)
-            state = init_train_state(restored["params"], tx, shardings)
-            if stage_step > 0:  # mid-stage: the stage's optimizer state and step come back too
-                state["opt_state"] = restored["opt_state"]
-                state["step"] = jax.device_put(np.int32(restored["opt_step"]), shardings["step"])
         else:  # a new stage starts from the previous stage's params with a fresh optimizer
-            state = init_train_state(state["params"] if state else params, tx, shardings)
-        step_fn = make_train_step(
-            graphdef,
-            rest,
-            tx,
-            schedule,
-            weights,
-            cfg.loss,
-            cfg.model.mode,
-            cfg.optim.grad_accum,
-            shardings,
-            batch_sh,
-        )
+            state = built.init_state(state["params"] if state else params)
+        step_fn = built.step_fn
         start = stage_step if s == stage_idx else 0
         for k in range(start, n_steps):
             t0 = time.perf_counter()

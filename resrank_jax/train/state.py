@@ -3,6 +3,7 @@ optimizer (trainable-parameter regexes), and the jitted train step."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 
@@ -148,11 +149,65 @@ def init_opt_state(tx, params, shardings) -> optax.OptState:
     return jax.jit(tx.init, out_shardings=shardings["opt_state"])(params)
 
 
-def init_train_state(params, tx, shardings, opt_step: int = 0) -> dict:
-    """``{"params", "opt_state", "step"}`` placed with ``shardings`` (fresh optimizer)."""
-    params = jax.device_put(params, shardings["params"])
-    return {
-        "params": params,
-        "opt_state": init_opt_state(tx, params, shardings),
-        "step": jax.device_put(np.int32(opt_step), shardings["step"]),
-    }
+@dataclasses.dataclass
+class StageStep:
+    """Everything one stage's compiled step needs: optimizer, lr schedule, state and batch
+    shardings, and the jitted step."""
+
+    tx: optax.GradientTransformation
+    schedule: Callable
+    shardings: dict
+    batch_shardings: dict
+    step_fn: Callable
+
+    def init_state(self, params, opt_step: int = 0, opt_state=None) -> dict:
+        """State on the mesh: a fresh optimizer unless ``opt_state`` (restored) is given."""
+        params = jax.device_put(params, self.shardings["params"])
+        if opt_state is None:
+            opt_state = init_opt_state(self.tx, params, self.shardings)
+        step = jax.device_put(np.int32(opt_step), self.shardings["step"])
+        return {"params": params, "opt_state": opt_state, "step": step}
+
+    def restore_target(self, params) -> dict:
+        """Abstract state with shardings: the Orbax restore target (any mesh)."""
+        abstract = {
+            "params": params,
+            "opt_state": jax.eval_shape(self.tx.init, params),
+            "step": jax.ShapeDtypeStruct((), np.int32),
+        }
+        return jax.tree.map(
+            lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+            abstract,
+            self.shardings,
+        )
+
+
+def build_stage_step(
+    graphdef,
+    rest,
+    params,
+    stage: StageConfig,
+    steps: int,
+    cfg,
+    mesh: Mesh,
+    batch_example: dict,
+    *,
+    grad_accum: int | None = None,
+) -> StageStep:
+    """Optimizer, shardings and the compiled-once step of ``stage`` (``cfg``: TrainConfig)."""
+    tx, schedule = make_optimizer(params, stage, steps, cfg.optim)
+    shardings = train_state_shardings(params, tx, mesh)
+    batch_sh = batch_shardings(batch_example, mesh)
+    step_fn = make_train_step(
+        graphdef,
+        rest,
+        tx,
+        schedule,
+        dict(stage.weights),
+        cfg.loss,
+        cfg.model.mode,
+        grad_accum or cfg.optim.grad_accum,
+        shardings,
+        batch_sh,
+    )
+    return StageStep(tx, schedule, shardings, batch_sh, step_fn)
