@@ -134,3 +134,16 @@ def test_minilm_export_round_trip(minilm, tmp_path):
     np.testing.assert_allclose(
         np.asarray(model.pooled(hidden)), out.pooler_output.numpy(), atol=1e-4, rtol=0
     )
+
+
+def test_smollm2_without_qk_unpermutation_is_far_off(smollm2, monkeypatch):
+    """The README's claim that the parity test catches a missing q/k un-permutation."""
+    import resrank_jax.hf.gguf_file as gguf_file
+
+    path, model, tok = smollm2
+    batch = tok.encode(["The capital of France is"])
+    args = (jnp.asarray(batch.input_ids),)
+    kw = dict(attention_mask_bl=jnp.asarray(batch.attention_mask))
+    monkeypatch.setattr(gguf_file, "unpermute_qk", lambda w, n: w)
+    wrong, _ = load_backbone(path)
+    assert float(jnp.abs(wrong(*args, **kw) - model(*args, **kw)).max()) > 1.0
