@@ -8,6 +8,10 @@ from resrank_jax.models.config import ResRankConfig
 
 BASE = TrainConfig()
 _CPU_DATA = dataclasses.replace(BASE.data, queries_per_step=4, list_size=8, passage_max_length=64)
+_GATED = ResRankConfig(
+    phi="linear", residual="gated", query_vector="gated", projector_init="orthogonal"
+)
+_GATE_LR = (("gate", 200.0),)
 
 PRESETS: dict[str, TrainConfig] = {
     "tiny": dataclasses.replace(
@@ -32,15 +36,18 @@ PRESETS: dict[str, TrainConfig] = {
             StageConfig("stage2", 0.5, labels="teacher", lr=3e-3),
         ),
     ),
+    # MiniLM (384) into SmolLM2 (576): an orthogonal linear projector and a zero-initialised
+    # gate on the reranker's states, so training starts from the encoder's dense ranking; the
+    # gate trains at 200x the stage lr (one scalar beside 135M pretrained weights).
     "smollm2-135m": dataclasses.replace(
         BASE,
-        model=dataclasses.replace(BASE.model, resrank=ResRankConfig(phi="mlp")),
+        model=dataclasses.replace(BASE.model, resrank=_GATED),
         data=_CPU_DATA,
         steps=60,
         checkpoint_every=20,
         stages=(
-            StageConfig("stage1", 0.5, lr=5e-5),
-            StageConfig("stage2", 0.5, labels="teacher", lr=3e-5),
+            StageConfig("stage1", 0.5, lr=5e-5, lr_scale=_GATE_LR),
+            StageConfig("stage2", 0.5, labels="teacher", lr=3e-5, lr_scale=_GATE_LR),
         ),
     ),
     "qwen3-0.6b": dataclasses.replace(

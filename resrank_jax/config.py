@@ -38,7 +38,9 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Training lists: BEIR-style candidates + corpus + qrels (stage labels from qrels) and,
-    optionally, a teacher file ``{query, documents, ranking}`` for teacher stages."""
+    optionally, a teacher file ``{query, documents, ranking}`` for teacher stages.
+    ``array_record_dir`` (``tfds`` extra): store the tokenised lists there once as an
+    ArrayRecord dataset and read them back by random access (empty: keep them in memory)."""
 
     candidates: str = "data/scifact/candidates.train.jsonl"
     corpus: str = "data/scifact/corpus.jsonl"
@@ -50,6 +52,7 @@ class DataConfig:
     passage_max_length: int = 128
     query_max_length: int = 64
     prompt_doc_words: int = 40  # E2Rank pseudo-query documents
+    array_record_dir: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +66,9 @@ class LossConfig:
 class StageConfig:
     """One training stage: which params train (regexes over ``/``-joined param paths such as
     ``encoder/backbone/layers/0/...``), its losses (``rank``, ``ret``) and weights, its labels
-    (``qrels`` or ``teacher``), its share of the total steps, and its peak learning rate."""
+    (``qrels`` or ``teacher``), its share of the total steps, its peak learning rate, and
+    ``lr_scale``: ``(regex, multiplier)`` pairs giving matching params a multiple of it (first
+    match wins; e.g. a freshly initialised gate or projector beside pretrained weights)."""
 
     name: str
     fraction: float
@@ -71,6 +76,7 @@ class StageConfig:
     weights: tuple[tuple[str, float], ...] = (("rank", 2.0), ("ret", 1.0))
     labels: Literal["qrels", "teacher"] = "qrels"
     lr: float = 1e-5
+    lr_scale: tuple[tuple[str, float], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -153,4 +153,57 @@ def test_width_mismatch_without_projector_is_an_error():
 
 def test_unknown_flag_is_an_error():
     with pytest.raises(ValueError, match="residual="):
-        ResRankConfig(residual="gated")
+        ResRankConfig(residual="gate")
+
+
+GATED = ResRankConfig(
+    phi="linear", residual="gated", query_vector="gated", projector_init="orthogonal"
+)
+
+
+def _run_with_query(model, passages, passage_mask, batch):
+    query = jnp.asarray(passages[:, 0])
+    return jax.jit(lambda m, *a: m(*a))(
+        model,
+        passages,
+        passage_mask,
+        batch.ids,
+        batch.mask,
+        batch.slot_pos,
+        batch.slot_mask,
+        query,
+        jnp.ones_like(query),
+    )
+
+
+def test_gated_model_starts_as_the_dense_ranker_across_widths():
+    model = tiny_resrank(GATED, bert_encoder=True)  # encoder width 24 -> reranker width 32
+    passages, passage_mask, batch = synthetic_batch()
+    out = _run_with_query(model, passages, passage_mask, batch)
+    e = np.asarray(out["passage_emb"], np.float64)
+    u = np.asarray(out["query_emb"], np.float64)
+    dense = np.einsum("bd,bnd->bn", u, e) / (
+        np.linalg.norm(u, axis=-1)[:, None] * np.linalg.norm(e, axis=-1)
+    )
+    valid = batch.slot_mask.astype(bool)
+    np.testing.assert_allclose(np.asarray(out["scores"])[valid], dense[valid], atol=1e-5)
+    model.gate[...] = jnp.float32(0.5)  # an open gate lets the reranker change the scores
+    opened = np.asarray(_run_with_query(model, passages, passage_mask, batch)["scores"])
+    assert np.abs(opened[valid] - dense[valid]).max() > 1e-3
+
+
+def test_closed_gate_trains_the_gate_first():
+    model = tiny_resrank(GATED, bert_encoder=True)
+    passages, passage_mask, batch = synthetic_batch()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    labels = jnp.asarray(np.arange(3)[::-1][None].repeat(2, 0), jnp.float32)
+
+    def loss(p):
+        out = _run_with_query(nnx.merge(graphdef, p, rest), passages, passage_mask, batch)
+        return losses.ranknet(out["scores"], labels, jnp.asarray(batch.slot_mask))
+
+    grads = jax.jit(jax.grad(loss))(params)
+    assert abs(float(grads["gate"][...])) > 0
+    reranker = [float(jnp.abs(g).max()) for g in jax.tree.leaves(grads["reranker"])]
+    assert max(reranker) == 0.0, "with g = 0 the reranker's states do not reach the scores"
+    assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads["encoder"])) > 0

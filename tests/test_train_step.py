@@ -9,11 +9,11 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from resrank_jax import make_mesh
-from resrank_jax.config import resolve_config
+from resrank_jax.config import OptimConfig, StageConfig, resolve_config
 from resrank_jax.train.batches import BatchBuilder, ListIterator
 from resrank_jax.train.loop import load_lists, run_training
 from resrank_jax.train.models import build_model
-from resrank_jax.train.state import build_stage_step
+from resrank_jax.train.state import build_stage_step, make_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,42 @@ def test_state_shardings_follow_rules_and_loss_falls_with_one_compile(setup):
     assert np.isfinite(losses).all()
     new_kernel = state["params"]["reranker"]["layers"][0]["mlp"]["up_proj"]["kernel"][...]
     assert new_kernel.sharding.spec == P("fsdp", "tensor")
+
+
+def test_partly_frozen_stage_with_an_lr_group_shards_and_steps(setup):
+    cfg, mesh, model, builder = setup
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params = jax.tree.map(jnp.copy, params)
+    stage = StageConfig(
+        "s",
+        1.0,
+        trainable=("reranker/.*", "projector/.*"),
+        lr=1e-3,
+        lr_scale=(("projector/.*", 10.0),),
+    )
+    batch_np = builder.batch(np.arange(8), "qrels")
+    built = build_stage_step(graphdef, rest, params, stage, 4, cfg, mesh, batch_np, grad_accum=1)
+    state = built.init_state(params)
+    batch = {k: jax.device_put(v, built.batch_shardings[k]) for k, v in batch_np.items()}
+    before = jax.tree.map(np.asarray, state["params"])
+    state, _ = built.step_fn(state, batch)
+    after = state["params"]
+    enc_before = np.asarray(before["encoder"]["backbone"]["word_embeddings"]["embedding"][...])
+    enc_after = np.asarray(after["encoder"]["backbone"]["word_embeddings"]["embedding"][...])
+    np.testing.assert_array_equal(enc_before, enc_after)  # frozen
+    up = "reranker", "layers", 0, "mlp", "up_proj", "kernel"
+
+    def moved(t, path):
+        return np.abs(np.asarray(_at(after, path)) - np.asarray(_at(t, path))).max()
+
+    assert moved(before, up) > 0
+    assert moved(before, ("projector", "kernel")) > 5 * moved(before, up)
+
+
+def _at(tree, path):
+    for key in path:
+        tree = tree[key]
+    return tree[...]
 
 
 def test_grad_accumulation_averages_microbatches(setup):
@@ -93,7 +129,7 @@ def test_iterator_is_deterministic_and_resumable():
     ("overrides", "error", "message"),
     [
         (["stepz=3"], KeyError, "unknown config key 'stepz'"),
-        (["model.resrank.residual=gated"], ValueError, "choose from"),
+        (["model.resrank.residual=gate"], ValueError, "choose from"),
         (["steps=0"], ValueError, "steps=0"),
         (["stages.0.weights=(('rank', 1.0), ('listmle', 1.0))"], ValueError, "unknown loss terms"),
         (["optim.clip_norm=big"], ValueError, "not a float"),
@@ -122,3 +158,26 @@ def test_bad_runtime_configs_fail_before_any_step(tmp_path):
             not (tmp_path / d / "metrics.jsonl").exists()
             or not (tmp_path / d / "metrics.jsonl").read_text()
         )
+
+
+class _Three(nnx.Module):
+    def __init__(self):
+        self.body = nnx.Param(jnp.ones((4,)))
+        self.gate = nnx.Param(jnp.zeros(()))
+        self.frozen = nnx.Param(jnp.ones((2,)))
+
+
+def test_lr_scale_groups_train_at_a_multiple_and_frozen_params_stay():
+    params = nnx.state(_Three(), nnx.Param)
+    stage = StageConfig("s", 1.0, trainable=("body", "gate"), lr=1e-3, lr_scale=(("gate", 50.0),))
+    cfg = OptimConfig(weight_decay=0.0, warmup_ratio=0.0)
+    tx, schedule = make_optimizer(params, stage, 10, cfg)
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 3.0), params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    lr = float(schedule(0))
+    # Adam's first step moves every trainable element by lr (the sign of its gradient)
+    np.testing.assert_allclose(np.asarray(updates["body"][...]), -lr, rtol=1e-4)
+    np.testing.assert_allclose(float(updates["gate"][...]), -50 * lr, rtol=1e-4)
+    assert np.all(np.asarray(updates["frozen"][...]) == 0)
+    with pytest.raises(ValueError, match="'nothing' matches no parameter"):
+        make_optimizer(params, StageConfig("s", 1.0, lr_scale=(("nothing", 2.0),)), 10, cfg)

@@ -150,8 +150,9 @@ for _size in ("0.6b", "4b", "8b"):
 
 
 Phi = Literal["identity", "rescale", "scale", "linear", "mlp"]
-Residual = Literal["norm_sum", "sum", "alpha", "none"]
-QueryVector = Literal["last", "last_plus_encoder"]
+Residual = Literal["norm_sum", "sum", "alpha", "gated", "none"]
+QueryVector = Literal["last", "last_plus_encoder", "gated"]
+ProjectorInit = Literal["normal", "orthogonal"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,11 +165,19 @@ class ResRankConfig:
             (learnable scalar, initialised to that norm); ``linear`` or ``mlp`` (2-layer GELU,
             PE-Rank) projectors, required when encoder and reranker widths differ.
         residual: ``norm_sum`` ``norm(h)+norm(e)`` (default), ``sum`` ``h+e``, ``alpha``
-            ``h + alpha*e`` (learnable alpha), ``none`` (ablation: score on ``h`` alone).
-        query_vector: ``last`` (final state of the last prompt token, default) or
-            ``last_plus_encoder`` (plus the encoder's query vector).
+            ``h + alpha*e`` (learnable alpha), ``gated`` ``norm(e) + g*norm(h)`` (learnable
+            gate ``g``, initialised to ``gate_init``), ``none`` (ablation: score on ``h`` alone).
+        query_vector: ``last`` (final state of the last prompt token, default),
+            ``last_plus_encoder`` (plus the encoder's query vector ``u``) or ``gated``
+            ``norm(u) + g*norm(h_q)`` (the same gate). With ``residual='gated'``,
+            ``query_vector='gated'``, ``gate_init=0`` and a norm-preserving ``phi`` (identity,
+            or ``linear`` with ``projector_init='orthogonal'``) the untrained model scores
+            exactly the encoder's cosine: training starts from the dense ranker.
         score_scale: multiplies the cosine scores (RankNet's kappa is separate).
         projector_hidden: hidden width of the ``mlp`` projector (default: reranker width).
+        projector_init: ``normal`` (std 0.02) or ``orthogonal`` (orthonormal rows when the
+            encoder is narrower: the ``linear`` projector then preserves cosines).
+        gate_init: initial value of the gate ``g``.
     """
 
     phi: Phi = "rescale"
@@ -176,8 +185,25 @@ class ResRankConfig:
     query_vector: QueryVector = "last"
     score_scale: float = 1.0
     projector_hidden: int | None = None
+    projector_init: ProjectorInit = "normal"
+    gate_init: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, allowed in (("phi", Phi), ("residual", Residual), ("query_vector", QueryVector)):
+        for name, allowed in (
+            ("phi", Phi),
+            ("residual", Residual),
+            ("query_vector", QueryVector),
+            ("projector_init", ProjectorInit),
+        ):
             if getattr(self, name) not in allowed.__args__:
                 raise ValueError(f"{name}={getattr(self, name)!r}; choose from {allowed.__args__}")
+
+    @property
+    def gated(self) -> bool:
+        """Whether the model has the learnable gate ``g``."""
+        return self.residual == "gated" or self.query_vector == "gated"
+
+    @property
+    def needs_query_vector(self) -> bool:
+        """Whether scoring needs the encoder's query vector ``u``."""
+        return self.query_vector != "last"

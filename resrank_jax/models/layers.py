@@ -7,6 +7,8 @@ H head dim, F feed-forward width.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -26,18 +28,20 @@ def dense(
     axes: tuple[str, str],
     *,
     use_bias: bool = False,
+    kernel_init: Callable | None = None,
     dtype: str,
     param_dtype: str,
     rngs: nnx.Rngs,
 ) -> nnx.Linear:
-    """An ``nnx.Linear`` whose kernel ``[in, out]`` and bias ``[out]`` carry logical axes."""
+    """An ``nnx.Linear`` whose kernel ``[in, out]`` (``kernel_init``, default normal std 0.02)
+    and bias ``[out]`` (zeros) carry logical axes."""
     return nnx.Linear(
         in_features,
         out_features,
         use_bias=use_bias,
         dtype=jnp.dtype(dtype),
         param_dtype=jnp.dtype(param_dtype),
-        kernel_init=partitioned(nnx.initializers.normal(0.02), axes),
+        kernel_init=partitioned(kernel_init or nnx.initializers.normal(0.02), axes),
         bias_init=partitioned(nnx.initializers.zeros_init(), (axes[1],)),
         rngs=rngs,
     )

@@ -40,6 +40,8 @@ class ResRank(nnx.Module):
         self.encoder, self.reranker, self.cfg = encoder, reranker, cfg
         e, d = encoder.width, reranker.cfg.hidden_size
         kw = dict(dtype="float32", param_dtype="float32", rngs=rngs)
+        if cfg.projector_init == "orthogonal":
+            kw["kernel_init"] = nnx.initializers.orthogonal()
         if cfg.phi in ("identity", "rescale", "scale") and e != d:
             raise ValueError(
                 f"encoder width {e} != reranker width {d}: phi={cfg.phi!r} cannot bridge them; "
@@ -57,6 +59,10 @@ class ResRank(nnx.Module):
             self.projector_out = dense(hidden, d, ("mlp", "embed"), use_bias=True, **kw)
         if cfg.residual == "alpha":
             self.alpha = nnx.Param(jnp.ones((), jnp.float32), out_sharding=(), eager_sharding=False)
+        if cfg.gated:
+            self.gate = nnx.Param(
+                jnp.full((), cfg.gate_init, jnp.float32), out_sharding=(), eager_sharding=False
+            )
 
     def project(self, e_bnd: jax.Array) -> jax.Array:
         """Passage (or query) embeddings in the reranker's width (identity unless a projector)."""
@@ -83,6 +89,8 @@ class ResRank(nnx.Module):
             return l2_normalize(h_bnd) + l2_normalize(e_bnd)
         if mode == "sum":
             return h_bnd + e_bnd
+        if mode == "gated":
+            return l2_normalize(e_bnd) + self.gate[...] * l2_normalize(h_bnd)
         return h_bnd + self.alpha[...] * e_bnd
 
     def contextualize(
@@ -127,10 +135,16 @@ class ResRank(nnx.Module):
         """Scores ``[B, N]`` from passage embeddings (fresh or cached); padded slots get NEG."""
         e_bnd = e_bnd.astype(jnp.float32)
         h_bnd, h_q_bd = self.contextualize(e_bnd, prompt_ids_bl, prompt_mask_bl, slot_pos_bn)
-        if self.cfg.query_vector == "last_plus_encoder":
+        if self.cfg.needs_query_vector:
             if query_emb_bd is None:
-                raise ValueError("query_vector='last_plus_encoder' needs the encoder query vector")
-            h_q_bd = h_q_bd + self.project(query_emb_bd.astype(jnp.float32))
+                raise ValueError(
+                    f"query_vector={self.cfg.query_vector!r} needs the encoder query vector"
+                )
+            u_bd = self.project(query_emb_bd.astype(jnp.float32))
+            if self.cfg.query_vector == "gated":
+                h_q_bd = l2_normalize(u_bd) + self.gate[...] * l2_normalize(h_q_bd)
+            else:
+                h_q_bd = h_q_bd + u_bd
         r_bnd = self.fuse(h_bnd, self.project(e_bnd))
         cos_bn = jnp.einsum("bd,bnd->bn", l2_normalize(h_q_bd), l2_normalize(r_bnd))
         return jnp.where(slot_mask_bn.astype(bool), self.cfg.score_scale * cos_bn, NEG)

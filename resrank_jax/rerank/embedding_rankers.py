@@ -180,7 +180,7 @@ class ResRankRanker(_EmbeddingRanker):
         stats: dict[str, int] = {"model_calls": 0}
         e_nd = self.passage_embeddings(candidates, stats)
         query_emb = None
-        if self.model.cfg.query_vector == "last_plus_encoder":
+        if self.model.cfg.needs_query_vector:
             query_emb = self.query_embedding(self.query_input(query), stats)[None]
         n = len(candidates)
         if self.window is None:

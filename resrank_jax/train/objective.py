@@ -16,7 +16,7 @@ def compute_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """``(total, metrics)``; terms with no weight are not computed."""
     b, k, lp = batch["passage_ids"].shape
-    need_query = "ret" in weights or (mode == "resrank" and model.cfg.query_vector != "last")
+    need_query = "ret" in weights or (mode == "resrank" and model.cfg.needs_query_vector)
     if mode == "resrank":
         out = model(
             batch["passage_ids"],

@@ -14,6 +14,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from optax.transforms import MaskedNode
 
 from resrank_jax.config import LossConfig, OptimConfig, StageConfig
 from resrank_jax.models.build import state_shardings
@@ -25,30 +26,32 @@ def param_path(path: tuple) -> str:
 
 
 def trainable_labels(params: nnx.State, stage: StageConfig) -> nnx.State:
-    """``"train"`` / ``"freeze"`` per param from the stage's regexes (full match on the
-    ``/``-joined path). A regex matching nothing is an error: it names a missing group."""
+    """Per param: ``"freeze"``, or the name of its learning-rate group (``"train"`` at the
+    stage's lr, ``"train_x{m}"`` at ``m`` times it, from the first matching ``lr_scale``
+    regex). Regexes fully match the ``/``-joined path; one matching nothing is an error: it
+    names a missing group."""
     paths = [param_path(p) for p, _ in nnx.to_flat_state(params)]
-    for pattern in stage.trainable:
+    patterns = [*stage.trainable, *(p for p, _ in stage.lr_scale)]
+    for pattern in patterns:
         if not any(re.fullmatch(pattern, p) for p in paths):
             raise ValueError(
-                f"stage {stage.name!r}: trainable pattern {pattern!r} matches no parameter "
-                f"(e.g. {paths[:3]})"
+                f"stage {stage.name!r}: pattern {pattern!r} matches no parameter (e.g. {paths[:3]})"
             )
-    flat = [
-        (
-            path,
-            "train"
-            if any(re.fullmatch(p, param_path(path)) for p in stage.trainable)
-            else "freeze",
-        )
-        for path, _ in nnx.to_flat_state(params)
-    ]
+
+    def label(path: str) -> str:
+        if not any(re.fullmatch(p, path) for p in stage.trainable):
+            return "freeze"
+        scale = next((m for p, m in stage.lr_scale if re.fullmatch(p, path)), 1.0)
+        return "train" if scale == 1.0 else f"train_x{scale:g}"
+
+    flat = [(path, label(param_path(path))) for path, _ in nnx.to_flat_state(params)]
     return nnx.from_flat_state(flat)
 
 
 def make_optimizer(params: nnx.State, stage: StageConfig, steps: int, cfg: OptimConfig):
-    """AdamW with linear warmup and linear decay on the stage's trainable params (clipped by
-    global norm); frozen params get zero updates."""
+    """AdamW with linear warmup and linear decay on the stage's trainable params, clipped by
+    the global norm of the trainable gradients; frozen params get zero updates. Params in an
+    ``lr_scale`` group run at a multiple of the stage's learning rate (and weight decay)."""
     warmup = max(1, round(cfg.warmup_ratio * steps))
 
     def schedule(count):
@@ -59,12 +62,24 @@ def make_optimizer(params: nnx.State, stage: StageConfig, steps: int, cfg: Optim
         down = (steps - t) / max(1, steps - warmup + 1)
         return stage.lr * jnp.clip(jnp.minimum(up, down), 0.0, 1.0)
 
-    train = optax.chain(
+    labels = trainable_labels(params, stage)
+    groups = {"train": 1.0, **{f"train_x{m:g}": m for _, m in stage.lr_scale if m != 1.0}}
+
+    def adamw(scale: float) -> optax.GradientTransformation:
+        return optax.adamw(
+            lambda count: scale * schedule(count),
+            b1=cfg.b1,
+            b2=cfg.b2,
+            weight_decay=cfg.weight_decay,
+        )
+
+    keep = {g: optax.identity() for g in groups}
+    tx = optax.chain(
+        optax.multi_transform({**keep, "freeze": optax.set_to_zero()}, labels),
         optax.clip_by_global_norm(cfg.clip_norm),
-        optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay),
-    )
-    tx = optax.multi_transform(
-        {"train": train, "freeze": optax.set_to_zero()}, trainable_labels(params, stage)
+        optax.multi_transform(
+            {**{g: adamw(m) for g, m in groups.items()}, "freeze": optax.set_to_zero()}, labels
+        ),
     )
     return tx, schedule
 
@@ -75,13 +90,14 @@ def train_state_shardings(params: nnx.State, tx, mesh: Mesh):
     param_sh = state_shardings(params, mesh)
     replicated = NamedSharding(mesh, P())
     abstract_opt = jax.eval_shape(tx.init, params)
+    # Params outside a group appear as MaskedNode in that group's state: keep them as they are.
     opt_sh = optax.tree_map_params(
         tx,
-        lambda _, s: s,
+        lambda v, s: v if isinstance(v, MaskedNode) else s,
         abstract_opt,
         param_sh,
         transform_non_params=lambda _: replicated,
-        is_leaf=lambda x: isinstance(x, NamedSharding),
+        is_leaf=lambda x: isinstance(x, (NamedSharding, MaskedNode)),
     )
     return {"params": param_sh, "opt_state": opt_sh, "step": replicated}
 
