@@ -1,12 +1,15 @@
 """Dense retrieval with an Encoder: encode a corpus once (batched, progress bar), keep the
 vectors as a reusable index (the same vectors serve the rerankers' ``EmbeddingCache``), and
-search by an exact top-k of a matmul sharded over the corpus rows."""
+search by an exact top-k of a matmul sharded over the corpus rows, or (the ``faiss`` extra)
+by an exact ``faiss.IndexFlatIP`` on the host CPU."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +31,17 @@ def _top_k(queries_qd, corpus_md, valid_m, k):
     return jax.lax.top_k(scores_qm, k)
 
 
+def _faiss():
+    """The ``faiss`` module, or an error naming the extra that installs it."""
+    try:
+        import faiss
+    except ImportError as err:
+        raise ImportError(
+            "backend='faiss' needs faiss: pip install 'resrank_jax[faiss]' (faiss-cpu)"
+        ) from err
+    return faiss
+
+
 class DenseIndex:
     """``docids`` and L2-normalised ``vectors [M, D]`` of a corpus."""
 
@@ -36,6 +50,7 @@ class DenseIndex:
             raise ValueError(f"{len(docids)} docids for {len(vectors)} vectors")
         self.docids = list(docids)
         self.vectors = np.asarray(vectors, np.float32)
+        self._faiss_index = None  # built on the first faiss search
 
     @classmethod
     def build(
@@ -66,11 +81,26 @@ class DenseIndex:
         return cache
 
     def search(
-        self, queries_qd: np.ndarray, k: int, *, mesh: Mesh | None = None
+        self,
+        queries_qd: np.ndarray,
+        k: int,
+        *,
+        mesh: Mesh | None = None,
+        backend: Literal["jax", "faiss", "auto"] = "jax",
     ) -> tuple[np.ndarray, list[list[str]]]:
-        """Exact top-``k`` by inner product: scores ``[Q, k]`` and docids, best first. The
-        corpus rows are sharded over every device of ``mesh`` (default: all devices)."""
+        """Exact top-``k`` by inner product: scores ``[Q, k]`` and docids, best first.
+
+        ``backend="jax"`` shards the corpus rows over every device of ``mesh`` (default: all
+        devices); ``"faiss"`` searches a ``faiss.IndexFlatIP`` (built once, host CPU, ``mesh``
+        unused); ``"auto"`` is faiss when it is installed, else jax.
+        """
         k = min(k, len(self.docids))
+        if backend == "auto":
+            backend = "faiss" if importlib.util.find_spec("faiss") else "jax"
+        if backend == "faiss":
+            return self._search_faiss(queries_qd, k)
+        if backend != "jax":
+            raise ValueError(f"backend={backend!r}: choose from 'jax', 'faiss', 'auto'")
         mesh = mesh or make_mesh((-1, 1, 1))
         ways = mesh.devices.size
         m = len(self.docids)
@@ -87,6 +117,14 @@ class DenseIndex:
         )
         idx = np.asarray(idx)
         return np.asarray(scores), [[self.docids[i] for i in row] for row in idx]
+
+    def _search_faiss(self, queries_qd: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
+        if self._faiss_index is None:
+            index = _faiss().IndexFlatIP(self.vectors.shape[1])
+            index.add(np.ascontiguousarray(self.vectors))
+            self._faiss_index = index
+        scores, idx = self._faiss_index.search(np.ascontiguousarray(queries_qd, np.float32), k)
+        return scores, [[self.docids[i] for i in row] for row in idx]
 
     def save(self, path: str | Path) -> None:
         np.savez(path, docids=np.array(self.docids, dtype=str), vectors=self.vectors)

@@ -4,13 +4,20 @@ Every array has a fixed shape for the whole run (passages padded to
 ``passage_max_length``, prompts to one bucketed length computed over the dataset), so the
 train step compiles once per stage. Batch fields (B lists, K candidates):
 ``passage_ids/mask [B, K, Lp]``, ``query_ids/mask [B, Lq]``, ``prompt_ids/mask [B, Lr]``,
-``slot_pos/slot_mask [B, K]`` (ResRank) or ``pseudo_ids/mask [B, Lr]`` (E2Rank),
-``labels [B, K]``, ``positive [B]``.
+``slot_pos [B, K]`` (ResRank) or ``pseudo_ids/mask [B, Lr]`` (E2Rank), ``labels [B, K]``,
+``cand_mask [B, K]``, ``positive [B]``.
+
+Tokenisation gives per-list rows (``ListRows``, n <= K candidates): ``passage_ids/mask
+[n, Lp]``, ``query_ids/mask [Lq]``, ``prompt_ids [l]`` (the unpadded reranker prompt, or the
+E2Rank pseudo-query), ``slot_pos [n]`` (ResRank; empty for E2Rank) and ``qrels_labels`` /
+``teacher_labels [n]`` float32. ``assemble_batch`` pads any B of them to a batch; the rows
+live in memory (``BatchBuilder``) or in a random-access store (``resrank_jax.data.array_record``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,9 +34,80 @@ from resrank_jax.prompts import (
 from resrank_jax.tokenizer import TextTokenizer, bucket_length
 from resrank_jax.train.lists import TrainingList
 
+ListRows = dict[str, np.ndarray]
 
-class BatchBuilder:
-    """Tokenises every list once and assembles batches of any subset of lists."""
+
+@dataclasses.dataclass(frozen=True)
+class BatchLayout:
+    """What fixes the batch shapes besides the rows: the mode, K (``list_size``), Lp, Lr
+    (``prompt_length``, bucketed over the dataset) and the id that pads prompts."""
+
+    mode: str
+    list_size: int
+    passage_max_length: int
+    prompt_length: int
+    prompt_pad_id: int
+
+
+def assemble_batch(
+    rows: Sequence[ListRows], labels: str, layout: BatchLayout
+) -> dict[str, np.ndarray]:
+    """The batch of ``rows`` (one per list) with ``labels`` ``qrels`` or ``teacher``."""
+    b, k, lp = len(rows), layout.list_size, layout.passage_max_length
+    passage_ids = np.zeros((b, k, lp), np.int32)
+    passage_mask = np.zeros((b, k, lp), np.int32)
+    label_arr = np.zeros((b, k), np.float32)
+    cand_mask = np.zeros((b, k), np.int32)
+    for i, row in enumerate(rows):
+        n = len(row["passage_ids"])
+        passage_ids[i, :n], passage_mask[i, :n] = row["passage_ids"], row["passage_mask"]
+        label_arr[i, :n] = row[f"{labels}_labels"]
+        cand_mask[i, :n] = 1
+    slots = pad_slot_prompts(
+        [SlotPrompt(row["prompt_ids"], row["slot_pos"]) for row in rows],
+        layout.prompt_pad_id,
+        pad_to=layout.prompt_length,
+        n_slots=k,
+    )
+    out = {
+        "passage_ids": passage_ids,
+        "passage_mask": passage_mask,
+        "query_ids": np.stack([row["query_ids"] for row in rows]),
+        "query_mask": np.stack([row["query_mask"] for row in rows]),
+        "labels": label_arr,
+        "cand_mask": cand_mask,
+        "positive": np.argmax(np.where(cand_mask > 0, label_arr, -np.inf), axis=1).astype(np.int32),
+    }
+    if layout.mode == "resrank":
+        out.update(prompt_ids=slots.ids, prompt_mask=slots.mask, slot_pos=slots.slot_pos)
+    else:
+        out.update(pseudo_ids=slots.ids, pseudo_mask=slots.mask)
+    return out
+
+
+class ListBatches:
+    """Batches of any subset of tokenised lists: ``rows`` is any random-access sequence of
+    ``ListRows`` (a list in memory, or an ArrayRecord data source)."""
+
+    def __init__(
+        self, rows: Sequence[ListRows], layout: BatchLayout, stats: dict[str, int]
+    ) -> None:
+        self.rows, self.layout, self.stats = rows, layout, stats
+
+    @property
+    def prompt_length(self) -> int:
+        return self.layout.prompt_length
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batch(self, indices: np.ndarray, labels: str) -> dict[str, np.ndarray]:
+        """The batch of lists ``indices`` with ``labels`` ``qrels`` or ``teacher``."""
+        return assemble_batch([self.rows[int(i)] for i in indices], labels, self.layout)
+
+
+class BatchBuilder(ListBatches):
+    """Tokenises every list once into rows held in memory."""
 
     def __init__(
         self,
@@ -43,17 +121,16 @@ class BatchBuilder:
         query_max_length: int,
         prompt_doc_words: int = 40,
     ) -> None:
-        self.lists, self.k, self.mode = lists, list_size, mode
         enc = encoder_tokenizer
-        self.stats = {"truncated_passages": 0, "truncated_queries": 0}
-        self.passages = []
+        stats = {"truncated_passages": 0, "truncated_queries": 0}
+        passages = []
         for tl in lists:
             e = enc.encode(tl.texts, max_length=passage_max_length, pad_to=passage_max_length)
-            self.stats["truncated_passages"] += e.num_truncated
-            self.passages.append(e)
+            stats["truncated_passages"] += e.num_truncated
+            passages.append(e)
         q_texts = [query_text(tl.query) if enc.pooling == "last" else tl.query for tl in lists]
-        self.queries = enc.encode(q_texts, max_length=query_max_length, pad_to=query_max_length)
-        self.stats["truncated_queries"] = self.queries.num_truncated
+        queries = enc.encode(q_texts, max_length=query_max_length, pad_to=query_max_length)
+        stats["truncated_queries"] = queries.num_truncated
         rr = reranker_tokenizer
         if mode == "resrank":
             prompts = [
@@ -69,10 +146,27 @@ class BatchBuilder:
                 text = chat(enc, e2rank_user_message(tl.query, docs))
                 ids = enc.hf(text, add_special_tokens=False)["input_ids"] + [enc.eos_id]
                 prompts.append(SlotPrompt(ids, []))
-        self.prompt_length = bucket_length(max(len(p.ids) for p in prompts), minimum=64)
-        self.prompts = prompts
-        self.prompt_pad_id = (rr if mode == "resrank" else enc).pad_id
-        self.passage_max_length = passage_max_length
+        layout = BatchLayout(
+            mode=mode,
+            list_size=list_size,
+            passage_max_length=passage_max_length,
+            prompt_length=bucket_length(max(len(p.ids) for p in prompts), minimum=64),
+            prompt_pad_id=(rr if mode == "resrank" else enc).pad_id,
+        )
+        rows = [
+            {
+                "passage_ids": e.input_ids,
+                "passage_mask": e.attention_mask,
+                "query_ids": queries.input_ids[i],
+                "query_mask": queries.attention_mask[i],
+                "prompt_ids": np.asarray(p.ids, np.int32),
+                "slot_pos": np.asarray(p.slot_positions, np.int32),
+                "qrels_labels": tl.qrels_labels,
+                "teacher_labels": tl.teacher_labels,
+            }
+            for i, (tl, e, p) in enumerate(zip(lists, passages, prompts, strict=True))
+        ]
+        super().__init__(rows, layout, stats)
 
     @classmethod
     def from_config(cls, lists, encoder_tokenizer, reranker_tokenizer, cfg) -> BatchBuilder:
@@ -88,45 +182,6 @@ class BatchBuilder:
             query_max_length=d.query_max_length,
             prompt_doc_words=d.prompt_doc_words,
         )
-
-    def __len__(self) -> int:
-        return len(self.lists)
-
-    def batch(self, indices: np.ndarray, labels: str) -> dict[str, np.ndarray]:
-        """The batch of lists ``indices`` with ``labels`` ``qrels`` or ``teacher``."""
-        b, k, lp = len(indices), self.k, self.passage_max_length
-        passage_ids = np.zeros((b, k, lp), np.int32)
-        passage_mask = np.zeros((b, k, lp), np.int32)
-        label_arr = np.zeros((b, k), np.float32)
-        cand_mask = np.zeros((b, k), np.int32)
-        for row, i in enumerate(indices):
-            e, tl = self.passages[i], self.lists[i]
-            n = len(tl.docids)
-            passage_ids[row, :n], passage_mask[row, :n] = e.input_ids, e.attention_mask
-            label_arr[row, :n] = tl.qrels_labels if labels == "qrels" else tl.teacher_labels
-            cand_mask[row, :n] = 1
-        slots = pad_slot_prompts(
-            [self.prompts[i] for i in indices],
-            self.prompt_pad_id,
-            pad_to=self.prompt_length,
-            n_slots=k,
-        )
-        out = {
-            "passage_ids": passage_ids,
-            "passage_mask": passage_mask,
-            "query_ids": self.queries.input_ids[indices],
-            "query_mask": self.queries.attention_mask[indices],
-            "labels": label_arr,
-            "cand_mask": cand_mask,
-            "positive": np.argmax(np.where(cand_mask > 0, label_arr, -np.inf), axis=1).astype(
-                np.int32
-            ),
-        }
-        if self.mode == "resrank":
-            out.update(prompt_ids=slots.ids, prompt_mask=slots.mask, slot_pos=slots.slot_pos)
-        else:
-            out.update(pseudo_ids=slots.ids, pseudo_mask=slots.mask)
-        return out
 
 
 @dataclasses.dataclass

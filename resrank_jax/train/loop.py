@@ -24,7 +24,8 @@ from resrank_jax.config import TrainConfig, config_to_json
 from resrank_jax.data.formats import read_candidates, read_corpus, read_qrels
 from resrank_jax.hf.export import export_hf
 from resrank_jax.sharding import make_mesh
-from resrank_jax.train.batches import BatchBuilder, IteratorState, ListIterator
+from resrank_jax.tokenizer import TextTokenizer
+from resrank_jax.train.batches import BatchBuilder, IteratorState, ListBatches, ListIterator
 from resrank_jax.train.checkpoint import Checkpointer
 from resrank_jax.train.lists import lists_from_qrels, lists_from_teacher_file
 from resrank_jax.train.models import TINY, build_model
@@ -72,6 +73,30 @@ def load_lists(cfg: TrainConfig):
     return lists_from_qrels(queries, read_qrels(d.qrels), corpus, list_size=d.list_size)
 
 
+def load_batches(
+    cfg: TrainConfig, enc_tok: TextTokenizer, rr_tok: TextTokenizer
+) -> tuple[ListBatches, dict]:
+    """The tokenised training lists and their counts: tokenised into memory or, with
+    ``data.array_record_dir`` (the ``tfds`` extra), written there once by process 0 (on a
+    filesystem every process sees) and then read back by random access."""
+
+    def tokenise() -> tuple[ListBatches, dict]:
+        lists, counts = load_lists(cfg)
+        return BatchBuilder.from_config(lists, enc_tok, rr_tok, cfg), counts
+
+    directory = cfg.data.array_record_dir
+    if not directory:
+        return tokenise()
+    from resrank_jax.data import array_record  # the optional tfds extra
+
+    name = array_record.dataset_name(cfg)
+    if jax.process_index() == 0 and not array_record.is_written(directory, name):
+        array_record.write(*tokenise(), directory, name)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("array_record")
+    return array_record.read(directory, name)
+
+
 # Keys a resumed run may change: the mesh (restore onto another device layout) and logging.
 RESUMABLE_CHANGES = ("mesh", "log_every", "peak_tflops_per_device")
 
@@ -117,13 +142,12 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
     timings = {"data_s": 0.0, "step_s": 0.0, "checkpoint_s": 0.0, "setup_s": 0.0}
     t_setup = time.perf_counter()
 
-    lists, list_counts = load_lists(cfg)
     model, enc_tok, rr_tok = build_model(cfg.model, mesh, cfg.seed)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     for stage in cfg.stages:  # patterns naming no parameter fail before any compile
         trainable_labels(params, stage)
     d = cfg.data
-    builder = BatchBuilder.from_config(lists, enc_tok, rr_tok, cfg)
+    builder, list_counts = load_batches(cfg, enc_tok, rr_tok)
     if d.queries_per_step % jax.process_count():
         raise ValueError(
             f"queries_per_step={d.queries_per_step} is not divisible by "
