@@ -19,11 +19,19 @@ Pooling = Literal["last", "mean", "cls"]
 PROBE_TEXT = "A man is eating food."
 
 
+BUCKET_STEP = 256
+
+
 def bucket_length(n: int, max_length: int | None = None, minimum: int = 16) -> int:
-    """Smallest power of two >= ``n`` (at least ``minimum``), capped at ``max_length`` if
-    given: the static lengths batches are padded to, so any corpus compiles a handful of
-    shapes."""
-    bucket = max(minimum, 1 << (max(n, 1) - 1).bit_length())
+    """The static length ``n`` tokens are padded to, so any corpus compiles a handful of
+    shapes: the smallest power of two >= ``n`` up to ``2 * BUCKET_STEP``, above that the next
+    multiple of ``BUCKET_STEP`` (a 1,090-token prompt pads to 1,280, not 2,048); at least
+    ``minimum``, capped at ``max_length`` if given."""
+    n = max(n, 1)
+    if n > 2 * BUCKET_STEP:
+        bucket = -(-n // BUCKET_STEP) * BUCKET_STEP
+    else:
+        bucket = max(minimum, 1 << (n - 1).bit_length())
     return bucket if max_length is None else min(max_length, bucket)
 
 

@@ -7,7 +7,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from resrank_jax.tokenizer import TextTokenizer, TokenizerCheckError
+from resrank_jax.tokenizer import TextTokenizer, TokenizerCheckError, bucket_length
 
 WORDS = ["<pad>", "<eos>", "<unk>", "[CLS]", "[SEP]", "a", "man", "is", "eating", "food", "."]
 
@@ -83,3 +83,12 @@ def test_pad_to_static_length():
     assert tok.encode(["a"], pad_to=8).input_ids.shape == (1, 8)
     with pytest.raises(ValueError, match="pad_to=2"):
         tok.encode(["a man is"], pad_to=2)
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [(0, 16), (1, 16), (17, 32), (256, 256), (257, 512), (512, 512), (513, 768), (1090, 1280)],
+)
+def test_bucket_length_is_power_of_two_then_steps_of_256(n, expected):
+    assert bucket_length(n) == expected
+    assert bucket_length(n, max_length=300) == min(300, expected)

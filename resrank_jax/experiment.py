@@ -1,0 +1,161 @@
+"""One experiment: train a preset on SciFact train, then rerank BM25 top-100 of TREC DL19 and
+SciFact test with what it trained, next to the BM25 order and the zero-shot MiniLM encoder.
+
+    python -m resrank_jax.experiment --preset smollm2-135m --output-dir runs/exp \\
+        [--dl19-queries N] [--scifact-queries N] [--passage-max-length L] [key=value ...]
+
+Rerunning resumes the training run (and reuses a finished one) and recomputes the metrics.
+Writes ``results.json`` (config, seed, wall times, every metric) and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from resrank_jax.config import config_to_json, resolve_config
+from resrank_jax.evaluation import Dataset, evaluate_ranker, format_table, load_dataset
+from resrank_jax.hf.packaged import packaged_weights
+from resrank_jax.models.encoder import Encoder
+from resrank_jax.rerank.base import IdentityRanker, Ranker
+from resrank_jax.rerank.embedding_rankers import DenseRanker, E2RankRanker, ResRankRanker
+from resrank_jax.rerank.encode import EmbeddingCache
+from resrank_jax.train.loop import run_training
+from resrank_jax.train.models import load_trained
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def eval_datasets(dl19_queries: int = 0, scifact_queries: int = 0) -> list[tuple[Dataset, int]]:
+    """DL19 and SciFact test (BM25 top-100) with how many queries to rank (0: all)."""
+    dl19 = load_dataset(
+        DATA / "trec-dl19/candidates.jsonl", DATA / "trec-dl19/qrels.txt", name="DL19"
+    )
+    scifact = load_dataset(
+        DATA / "scifact/candidates.test.jsonl",
+        DATA / "scifact/qrels.test.txt",
+        DATA / "scifact/corpus.jsonl",
+        name="SciFact-test",
+    )
+    return [(dl19, dl19_queries), (scifact, scifact_queries)]
+
+
+def zero_shot_minilm() -> tuple[Encoder, object]:
+    """The packaged all-MiniLM-L6-v2 encoder and its tokenizer."""
+    from resrank_jax.hf.load import load_backbone
+
+    model, tok = load_backbone(packaged_weights("all-minilm-l6-v2"))
+    return Encoder(model), tok
+
+
+def baseline_rankers(passage_max_length: int) -> list[tuple[str, Ranker]]:
+    """The BM25 order and zero-shot MiniLM dense reranking."""
+    encoder, tok = zero_shot_minilm()
+    return [
+        ("bm25", IdentityRanker("bm25")),
+        (
+            "dense (zero-shot MiniLM)",
+            DenseRanker(encoder, tok, passage_max_length=passage_max_length),
+        ),
+    ]
+
+
+def trained_rankers(run_dir: str | Path, passage_max_length: int) -> list[tuple[str, Ranker]]:
+    """The rankers a finished training run gives: its encoder alone (dense) and its full model
+    (ResRank single pass, or E2Rank), sharing one embedding cache."""
+    model, enc_tok, rr_tok, cfg = load_trained(run_dir)
+    cache, kw = EmbeddingCache(), dict(passage_max_length=passage_max_length)
+    if cfg.model.mode == "e2rank":
+        limit = model.backbone.cfg.max_position_embeddings
+        return [
+            ("dense (trained encoder)", DenseRanker(model, enc_tok, cache=cache, **kw)),
+            (
+                "e2rank (trained)",
+                E2RankRanker(model, enc_tok, cache=cache, prompt_max_length=min(limit, 4096), **kw),
+            ),
+        ]
+    return [
+        ("dense (trained encoder)", DenseRanker(model.encoder, enc_tok, cache=cache, **kw)),
+        (
+            "resrank (trained, single pass)",
+            ResRankRanker(model, enc_tok, rr_tok, cache=cache, **kw),
+        ),
+    ]
+
+
+def evaluate_rankers(
+    rankers: list[tuple[str, Ranker]], datasets: list[tuple[Dataset, int]]
+) -> dict[str, dict[str, dict]]:
+    """``{dataset: {ranker: metrics}}`` over each dataset's first ``n`` queries (0: all)."""
+    out: dict[str, dict[str, dict]] = {}
+    for dataset, n in datasets:
+        for name, ranker in rankers:
+            m = evaluate_ranker(ranker, dataset, max_queries=n or None)
+            out.setdefault(dataset.name, {})[name] = {**m, "ranker": name}
+    return out
+
+
+def run_experiment(
+    preset: str,
+    overrides: list[str],
+    output_dir: str | Path,
+    *,
+    dl19_queries: int = 0,
+    scifact_queries: int = 0,
+    passage_max_length: int = 128,
+    baselines: bool = True,
+) -> dict:
+    """Trains (or resumes) ``preset`` in ``output_dir/train`` and evaluates it; returns and
+    writes the results."""
+    out = Path(output_dir)
+    cfg = resolve_config(preset, overrides)
+    started = time.perf_counter()
+    train_summary = run_training(cfg, out / "train")
+    train_s = time.perf_counter() - started
+    rankers = trained_rankers(out / "train", passage_max_length)
+    if baselines:
+        rankers = baseline_rankers(passage_max_length) + rankers
+    metrics = evaluate_rankers(rankers, eval_datasets(dl19_queries, scifact_queries))
+    results = {
+        "preset": preset,
+        "overrides": overrides,
+        "seed": cfg.seed,
+        "config": json.loads(config_to_json(cfg)),
+        "train": train_summary,
+        "train_seconds_this_call": train_s,
+        "eval_seconds": time.perf_counter() - started - train_s,
+        "passage_max_length": passage_max_length,
+        "metrics": metrics,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    rows = {f"{ds} ({m['queries']} q)": m for ds, by in metrics.items() for m in by.values()}
+    (out / "results.md").write_text(format_table(rows) + "\n")
+    print(format_table(rows))
+    return results
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", required=True)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--dl19-queries", type=int, default=0, help="first N DL19 queries (0: all 43)")
+    p.add_argument("--scifact-queries", type=int, default=0, help="first N (0: all 300)")
+    p.add_argument("--passage-max-length", type=int, default=128)
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. steps=200")
+    args = p.parse_args(argv)
+    run_experiment(
+        args.preset,
+        args.overrides,
+        args.output_dir,
+        dl19_queries=args.dl19_queries,
+        scifact_queries=args.scifact_queries,
+        passage_max_length=args.passage_max_length,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
