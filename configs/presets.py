@@ -93,7 +93,20 @@ PRESETS["smollm2-135m-frozen-encoder"] = dataclasses.replace(
         for s in _SMOL.stages
     ),
 )
+# E2Rank (one embedding model, no reranker): stage 1 contrastive only, stage 2 contrastive +
+# RankNet on the pseudo-query (SPEC.md section 2).
+_E2RANK_STAGES = (
+    StageConfig("stage1", 0.5, weights=(("ret", 1.0),), lr=5e-5),
+    StageConfig("stage2", 0.5, labels="teacher", lr=3e-5),
+)
 PRESETS["smollm2-135m-e2rank"] = dataclasses.replace(
     _SMOL,
     model=dataclasses.replace(_SMOL.model, mode="e2rank", encoder="smollm2-135m-instruct"),
+    stages=_E2RANK_STAGES,
+)
+# The same with all-MiniLM-L6-v2 (BERT: the pseudo-query must fit its 512 positions).
+PRESETS["minilm-e2rank"] = dataclasses.replace(
+    PRESETS["smollm2-135m-e2rank"],
+    model=dataclasses.replace(_SMOL.model, mode="e2rank", encoder="all-minilm-l6-v2"),
+    data=dataclasses.replace(_SMOL.data, prompt_max_length=512, prompt_doc_words=30),
 )

@@ -51,7 +51,8 @@ class DataConfig:
     max_queries: int = 0  # 0: all
     passage_max_length: int = 128
     query_max_length: int = 64
-    prompt_doc_words: int = 40  # E2Rank pseudo-query documents
+    prompt_doc_words: int = 40  # E2Rank pseudo-query: words per document
+    prompt_max_length: int = 1024  # E2Rank pseudo-query tokens (BERT encoders: <= 512)
     array_record_dir: str = ""
 
 

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from resrank_jax.config import resolve_config
-from resrank_jax.evaluation import Dataset, evaluate_ranker, format_table, load_dataset
+from resrank_jax.evaluation import evaluate_ranker, format_table
+from resrank_jax.experiment import eval_datasets, zero_shot_minilm
 from resrank_jax.hf.packaged import packaged_weights
-from resrank_jax.models.encoder import Encoder
 from resrank_jax.plot import quality_latency_svg
 from resrank_jax.rerank.base import IdentityRanker
 from resrank_jax.rerank.embedding_rankers import DenseRanker, E2RankRanker, ResRankRanker
@@ -29,8 +29,6 @@ from resrank_jax.rerank.encode import EmbeddingCache
 from resrank_jax.sharding import mesh_shape_for_batch
 from resrank_jax.train.loop import run_training
 from resrank_jax.train.models import load_trained
-
-DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,19 +51,6 @@ SIZES = {
         steps=400, train_queries=0, dl19_queries=0, scifact_queries=0, passage_max_length=256
     ),
 }
-
-
-def datasets(size: DemoSize) -> list[tuple[Dataset, int | None]]:
-    dl19 = load_dataset(
-        DATA / "trec-dl19/candidates.jsonl", DATA / "trec-dl19/qrels.txt", name="DL19"
-    )
-    scifact = load_dataset(
-        DATA / "scifact/candidates.test.jsonl",
-        DATA / "scifact/qrels.test.txt",
-        DATA / "scifact/corpus.jsonl",
-        name="SciFact-test",
-    )
-    return [(dl19, size.dl19_queries or None), (scifact, size.scifact_queries or None)]
 
 
 def main(argv=None) -> int:
@@ -96,7 +81,7 @@ def main(argv=None) -> int:
     train_s = time.perf_counter() - started
 
     print("[2/3] loading rankers")
-    zero_shot, zs_tok = _minilm()
+    zero_shot, zs_tok = zero_shot_minilm()
     trained, enc_tok, rr_tok, _ = load_trained(out / "train")
     zs_cache, tr_cache = EmbeddingCache(), EmbeddingCache()  # one per encoder, shared by rankers
     kw = dict(passage_max_length=size.passage_max_length)
@@ -117,12 +102,12 @@ def main(argv=None) -> int:
 
     print("[3/3] reranking")
     rows, points = {}, []
-    for dataset, max_queries in datasets(size):
+    for dataset, max_queries in eval_datasets(size.dl19_queries, size.scifact_queries):
         full_bm25 = evaluate_ranker(IdentityRanker("bm25"), dataset, progress=False)
         full_bm25["ranker"] = "bm25"
         rows[f"{dataset.name} (all {full_bm25['queries']} q)"] = full_bm25
         for ranker, name in zip(rankers, names, strict=True):
-            m = evaluate_ranker(ranker, dataset, max_queries=max_queries)
+            m = evaluate_ranker(ranker, dataset, max_queries=max_queries or None)
             m["ranker"] = name
             rows[f"{dataset.name} ({m['queries']} q) / {name}"] = m
             points.append({**m, "dataset": dataset.name})
@@ -152,13 +137,6 @@ def main(argv=None) -> int:
         f"{total_s / 60:.1f} min in all"
     )
     return 0
-
-
-def _minilm():
-    from resrank_jax.hf.load import load_backbone
-
-    model, tok = load_backbone(packaged_weights("all-minilm-l6-v2"))
-    return Encoder(model), tok
 
 
 if __name__ == "__main__":

@@ -67,14 +67,20 @@ def trained_rankers(run_dir: str | Path, passage_max_length: int) -> list[tuple[
     (ResRank single pass, or E2Rank), sharing one embedding cache."""
     model, enc_tok, rr_tok, cfg = load_trained(run_dir)
     cache, kw = EmbeddingCache(), dict(passage_max_length=passage_max_length)
-    if cfg.model.mode == "e2rank":
-        limit = model.backbone.cfg.max_position_embeddings
+    if cfg.model.mode == "e2rank":  # the pseudo-query as in training
+        d = cfg.data
+        e2rank = E2RankRanker(
+            model,
+            enc_tok,
+            cache=cache,
+            top_k=d.list_size,
+            prompt_doc_words=d.prompt_doc_words,
+            prompt_max_length=d.prompt_max_length,
+            **kw,
+        )
         return [
             ("dense (trained encoder)", DenseRanker(model, enc_tok, cache=cache, **kw)),
-            (
-                "e2rank (trained)",
-                E2RankRanker(model, enc_tok, cache=cache, prompt_max_length=min(limit, 4096), **kw),
-            ),
+            ("e2rank (trained)", e2rank),
         ]
     return [
         ("dense (trained encoder)", DenseRanker(model.encoder, enc_tok, cache=cache, **kw)),

@@ -1,6 +1,8 @@
 """The train step on a 2x2x2 mesh of fake CPU devices: shardings follow the rules, one
 compile, loss falls when overfitting a real batch; bad configs fail before any step."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,11 +11,11 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from resrank_jax import make_mesh
-from resrank_jax.config import OptimConfig, StageConfig, resolve_config
+from resrank_jax.config import OptimConfig, StageConfig, _load_presets, resolve_config
 from resrank_jax.train.batches import BatchBuilder, ListIterator
 from resrank_jax.train.loop import load_lists, run_training
 from resrank_jax.train.models import build_model
-from resrank_jax.train.state import build_stage_step, make_optimizer
+from resrank_jax.train.state import build_stage_step, make_optimizer, trainable_labels
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +155,13 @@ def test_bad_runtime_configs_fail_before_any_step(tmp_path):
             tmp_path / "c",
             progress=False,
         )
-    for d in ("a", "b", "c"):
+    with pytest.raises(ValueError, match=r"data\.passage_max_length=4096 exceeds the encoder's"):
+        run_training(
+            resolve_config("tiny", ["data.passage_max_length=4096"]),
+            tmp_path / "d",
+            progress=False,
+        )
+    for d in ("a", "b", "c", "d"):
         assert (
             not (tmp_path / d / "metrics.jsonl").exists()
             or not (tmp_path / d / "metrics.jsonl").read_text()
@@ -181,3 +189,24 @@ def test_lr_scale_groups_train_at_a_multiple_and_frozen_params_stay():
     assert np.all(np.asarray(updates["frozen"][...]) == 0)
     with pytest.raises(ValueError, match="'nothing' matches no parameter"):
         make_optimizer(params, StageConfig("s", 1.0, lr_scale=(("nothing", 2.0),)), 10, cfg)
+
+
+PRESETS = _load_presets()
+
+
+@pytest.mark.parametrize("name", sorted(n for n in PRESETS if not n.startswith("qwen3")))
+def test_every_preset_stage_names_existing_params(name):
+    """Each stage's trainable / lr_scale regexes match the preset's model (tiny backbones of
+    the same structure stand in for the real ones)."""
+    cfg = PRESETS[name]
+    encoder = "tiny-decoder" if cfg.model.encoder.startswith("smollm2") else "tiny-bert"
+    model_cfg = dataclasses.replace(cfg.model, encoder=encoder, reranker="tiny-decoder")
+    if model_cfg.resrank.phi in ("identity", "rescale", "scale") and encoder == "tiny-bert":
+        model_cfg = dataclasses.replace(
+            model_cfg, resrank=dataclasses.replace(model_cfg.resrank, phi="linear")
+        )
+    model, _, _ = build_model(model_cfg, make_mesh((1, 1, 1), jax.devices()[:1]), 0)
+    params = nnx.state(model, nnx.Param)
+    for stage in cfg.stages:  # raises if a pattern matches nothing
+        labels = set(jax.tree.leaves(trainable_labels(params, stage)))
+        assert ("freeze" in labels) == (stage.trainable != (".*",)), (stage.name, labels)

@@ -120,6 +120,7 @@ class BatchBuilder(ListBatches):
         passage_max_length: int,
         query_max_length: int,
         prompt_doc_words: int = 40,
+        prompt_max_length: int = 1024,
     ) -> None:
         enc = encoder_tokenizer
         stats = {"truncated_passages": 0, "truncated_queries": 0}
@@ -139,13 +140,20 @@ class BatchBuilder(ListBatches):
                 )
                 for tl in lists
             ]
-        else:  # e2rank: the pseudo-query is encoded by the encoder (EOS appended, last token)
-            prompts = []
-            for tl in lists:
-                docs = [truncate_words(t, prompt_doc_words) for t in tl.texts]
-                text = chat(enc, e2rank_user_message(tl.query, docs))
-                ids = enc.hf(text, add_special_tokens=False)["input_ids"] + [enc.eos_id]
-                prompts.append(SlotPrompt(ids, []))
+        else:  # e2rank: the encoder embeds the pseudo-query, tokenised as at inference
+            texts = [
+                chat(
+                    enc,
+                    e2rank_user_message(
+                        tl.query, [truncate_words(t, prompt_doc_words) for t in tl.texts]
+                    ),
+                )
+                for tl in lists
+            ]
+            rows_ids, stats["truncated_prompts"] = enc.token_rows(
+                texts, max_length=prompt_max_length
+            )
+            prompts = [SlotPrompt(ids, []) for ids in rows_ids]
         layout = BatchLayout(
             mode=mode,
             list_size=list_size,
@@ -181,6 +189,7 @@ class BatchBuilder(ListBatches):
             passage_max_length=d.passage_max_length,
             query_max_length=d.query_max_length,
             prompt_doc_words=d.prompt_doc_words,
+            prompt_max_length=d.prompt_max_length,
         )
 
 

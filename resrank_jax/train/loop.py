@@ -147,6 +147,14 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
     for stage in cfg.stages:  # patterns naming no parameter fail before any compile
         trainable_labels(params, stage)
     d = cfg.data
+    encoder = model if cfg.model.mode == "e2rank" else model.encoder
+    limit = encoder.backbone.cfg.max_position_embeddings
+    for field in ("passage_max_length", "query_max_length", "prompt_max_length"):
+        if getattr(d, field) > limit and (field != "prompt_max_length" or encoder is model):
+            raise ValueError(
+                f"data.{field}={getattr(d, field)} exceeds the encoder's "
+                f"{limit} positions; lower it"
+            )
     builder, list_counts = load_batches(cfg, enc_tok, rr_tok)
     if d.queries_per_step % jax.process_count():
         raise ValueError(

@@ -63,9 +63,7 @@ def build_model(cfg: ModelConfig, mesh: Mesh, seed: int):
     """Returns ``(model, encoder_tokenizer, reranker_tokenizer)``; ``model`` is a ``ResRank``
     (mode ``resrank``) or an ``Encoder`` (mode ``e2rank``, which has no reranker)."""
     encoder, enc_tok = backbone_and_tokenizer(cfg.encoder, cfg, mesh, seed)
-    if cfg.mode == "e2rank":
-        if isinstance(encoder, nnx.Module) and encoder.cfg.family == "bert":
-            raise ValueError("E2Rank needs a decoder encoder (last-token pooling), not BERT")
+    if cfg.mode == "e2rank":  # BERT encoders pool as they were trained (mean), not last token
         return Encoder(encoder), enc_tok, enc_tok
     reranker, rr_tok = backbone_and_tokenizer(cfg.reranker, cfg, mesh, seed + 1)
     return ResRank(Encoder(encoder), reranker, cfg.resrank, rngs=nnx.Rngs(seed)), enc_tok, rr_tok
