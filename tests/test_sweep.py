@@ -12,6 +12,8 @@ from tests.test_evaluation import ndcg10_reference
 
 ARGS = ["--presets", "tiny", "--dl19-queries", "2", "--scifact-queries", "2"]
 ARGS += ["--passage-max-length", "32", "steps=2", "checkpoint_every=1"]
+ARGS += ["model.resrank.residual=gated", "model.resrank.query_vector=gated"]
+ARGS += ["stages.0.lr_scale=(('gate', 100.0),)", "stages.1.lr_scale=(('gate', 100.0),)"]
 
 
 def test_sweep_writes_one_table_and_reuses_finished_presets(tmp_path, monkeypatch):
@@ -35,6 +37,11 @@ def test_sweep_writes_one_table_and_reuses_finished_presets(tmp_path, monkeypatc
             and tiny[ds]["dense (trained encoder)"]["queries"] == 2
         )
     assert lines[4].startswith("| tiny |  | 2 |")
+    logged = [
+        json.loads(x) for x in (tmp_path / "tiny/train/metrics.jsonl").read_text().splitlines()
+    ]
+    gates = [m["gate"] for m in logged]  # the zero-initialised gate opens (lr x 100)
+    assert len(gates) == 2 and 0 < abs(gates[0]) < abs(gates[1])
 
     def no_training(*_, **__):
         raise AssertionError("a finished preset must not be retrained")

@@ -20,6 +20,8 @@ from resrank_jax.config import LossConfig, OptimConfig, StageConfig
 from resrank_jax.models.build import state_shardings
 from resrank_jax.train.objective import compute_loss
 
+SCALAR_PARAMS = ("gate", "alpha", "slot_scale")
+
 
 def param_path(path: tuple) -> str:
     return "/".join(str(p) for p in path)
@@ -152,6 +154,9 @@ def make_train_step(
         metrics["grad_norm"] = optax.tree.norm(grads)
         metrics["update_norm"] = optax.tree.norm(updates)
         metrics["param_norm"] = optax.tree.norm(new_params)
+        for name in SCALAR_PARAMS:  # ResRank's learnable scalars, when the model has them
+            if name in new_params:
+                metrics[name] = new_params[name][...]
         metrics["lr"] = schedule(state["step"])
         return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
