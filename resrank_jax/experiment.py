@@ -150,6 +150,7 @@ def main(argv=None) -> int:
     p.add_argument("--dl19-queries", type=int, default=0, help="first N DL19 queries (0: all 43)")
     p.add_argument("--scifact-queries", type=int, default=0, help="first N (0: all 300)")
     p.add_argument("--passage-max-length", type=int, default=128)
+    p.add_argument("--no-baselines", action="store_true", help="skip BM25 and zero-shot dense")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. steps=200")
     args = p.parse_args(argv)
     run_experiment(
@@ -159,6 +160,7 @@ def main(argv=None) -> int:
         dl19_queries=args.dl19_queries,
         scifact_queries=args.scifact_queries,
         passage_max_length=args.passage_max_length,
+        baselines=not args.no_baselines,
     )
     return 0
 
