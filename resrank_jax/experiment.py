@@ -137,7 +137,11 @@ def run_experiment(
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    rows = {f"{ds} ({m['queries']} q)": m for ds, by in metrics.items() for m in by.values()}
+    rows = {
+        f"{ds} ({m['queries']} q) / {name}": m
+        for ds, by in metrics.items()
+        for name, m in by.items()
+    }
     (out / "results.md").write_text(format_table(rows) + "\n")
     print(format_table(rows))
     return results
