@@ -18,6 +18,21 @@ def run(model, passages, passage_mask, batch):
     )
 
 
+def _run_with_query(model, passages, passage_mask, batch):
+    query = jnp.asarray(passages[:, 0])
+    return jax.jit(lambda m, *a: m(*a))(
+        model,
+        passages,
+        passage_mask,
+        batch.ids,
+        batch.mask,
+        batch.slot_pos,
+        batch.slot_mask,
+        query,
+        jnp.ones_like(query),
+    )
+
+
 def test_scores_are_cosines_and_padded_slots_are_masked():
     model = tiny_resrank()
     passages, passage_mask, batch = synthetic_batch()
@@ -121,18 +136,7 @@ def test_residual_none_reaches_the_encoder_only_through_the_slot(monkeypatch):
 def test_variants_run_and_are_finite(cfg):
     model = tiny_resrank(cfg)
     passages, passage_mask, batch = synthetic_batch()
-    query = jnp.asarray(passages[:, 0])
-    out = jax.jit(lambda m, *a: m(*a))(
-        model,
-        passages,
-        passage_mask,
-        batch.ids,
-        batch.mask,
-        batch.slot_pos,
-        batch.slot_mask,
-        query,
-        jnp.ones_like(query),
-    )
+    out = _run_with_query(model, passages, passage_mask, batch)
     valid = batch.slot_mask.astype(bool)
     scores = np.asarray(out["scores"])[valid]
     assert np.isfinite(scores).all() and np.abs(scores).max() <= cfg.score_scale + 1e-5
@@ -159,21 +163,6 @@ def test_unknown_flag_is_an_error():
 GATED = ResRankConfig(
     phi="linear", residual="gated", query_vector="gated", projector_init="orthogonal"
 )
-
-
-def _run_with_query(model, passages, passage_mask, batch):
-    query = jnp.asarray(passages[:, 0])
-    return jax.jit(lambda m, *a: m(*a))(
-        model,
-        passages,
-        passage_mask,
-        batch.ids,
-        batch.mask,
-        batch.slot_pos,
-        batch.slot_mask,
-        query,
-        jnp.ones_like(query),
-    )
 
 
 def test_gated_model_starts_as_the_dense_ranker_across_widths():
