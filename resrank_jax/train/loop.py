@@ -147,10 +147,11 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
     for stage in cfg.stages:  # patterns naming no parameter fail before any compile
         trainable_labels(params, stage)
     d = cfg.data
-    encoder = model if cfg.model.mode == "e2rank" else model.encoder
-    limit = encoder.backbone.cfg.max_position_embeddings
-    for field in ("passage_max_length", "query_max_length", "prompt_max_length"):
-        if getattr(d, field) > limit and (field != "prompt_max_length" or encoder is model):
+    e2rank = cfg.model.mode == "e2rank"  # then the encoder also reads the pseudo-query prompt
+    limit = (model if e2rank else model.encoder).backbone.cfg.max_position_embeddings
+    fields = ("passage_max_length", "query_max_length") + (("prompt_max_length",) if e2rank else ())
+    for field in fields:
+        if getattr(d, field) > limit:
             raise ValueError(
                 f"data.{field}={getattr(d, field)} exceeds the encoder's "
                 f"{limit} positions; lower it"
