@@ -67,7 +67,7 @@ def measure(preset: str, repeats: int, peak_tflops: float) -> dict:
         "batch_lists": d.queries_per_step,
         "list_size": d.list_size,
         "passage_len": d.passage_max_length,
-        "prompt_len": builder.prompt_length,
+        "prompt_len": batch_np["prompt_ids" if "prompt_ids" in batch_np else "pseudo_ids"].shape[1],
         "encoder_params": enc_params,
         "reranker_params": rr_params,
         "compile_s": compile_s,

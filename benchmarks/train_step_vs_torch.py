@@ -135,7 +135,7 @@ def main() -> None:
     row = {
         "lists": args.lists,
         "list_size": cfg.data.list_size,
-        "prompt_len": builder.prompt_length,
+        "prompt_len": batch_np["prompt_ids"].shape[1],
         "tokens_per_step": tokens,
         "jax_compile_s": compile_s,
         "jax_step_s": jax_s,

@@ -38,7 +38,8 @@ class TokenisedLists(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Writes ``ListRows`` as one ArrayRecord split ``train`` under
     ``data_dir/tokenised_lists/<config>/<VERSION>``."""
 
-    VERSION = tfds.core.Version("1.0.0")  # of the example schema
+    VERSION = tfds.core.Version("1.1.0")  # of the example schema and metadata
+    RELEASE_NOTES = {"1.1.0": "layout metadata without prompt_length (bucketed per batch)"}
 
     def __init__(
         self, rows: Sequence[ListRows], metadata: dict, *, data_dir: Path, config: str

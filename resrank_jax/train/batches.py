@@ -1,8 +1,9 @@
 """Static-shape training batches, tokenised once, and a deterministic, checkpointable iterator.
 
-Every array has a fixed shape for the whole run (passages padded to
-``passage_max_length``, prompts to one bucketed length computed over the dataset), so the
-train step compiles once per stage. Batch fields (B lists, K candidates):
+Passages are padded to ``passage_max_length`` and prompts to the bucket (``bucket_length``)
+of the longest prompt in the global batch, so the train step compiles once per prompt bucket
+it meets in a stage (usually one or two: one long query no longer pads every batch to its
+length). Batch fields (B lists, K candidates):
 ``passage_ids/mask [B, K, Lp]``, ``query_ids/mask [B, Lq]``, ``prompt_ids/mask [B, Lr]``,
 ``slot_pos [B, K]`` (ResRank) or ``pseudo_ids/mask [B, Lr]`` (E2Rank), ``labels [B, K]``,
 ``cand_mask [B, K]``, ``positive [B]``.
@@ -39,20 +40,25 @@ ListRows = dict[str, np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class BatchLayout:
-    """What fixes the batch shapes besides the rows: the mode, K (``list_size``), Lp, Lr
-    (``prompt_length``, bucketed over the dataset) and the id that pads prompts."""
+    """What fixes the batch shapes besides the rows and their prompt bucket: the mode, K
+    (``list_size``), Lp and the id that pads prompts."""
 
     mode: str
     list_size: int
     passage_max_length: int
-    prompt_length: int
     prompt_pad_id: int
 
 
+def prompt_bucket(rows: Sequence[ListRows]) -> int:
+    """Lr for a batch of ``rows``: the bucket of its longest prompt."""
+    return bucket_length(max(len(row["prompt_ids"]) for row in rows), minimum=64)
+
+
 def assemble_batch(
-    rows: Sequence[ListRows], labels: str, layout: BatchLayout
+    rows: Sequence[ListRows], labels: str, layout: BatchLayout, prompt_length: int
 ) -> dict[str, np.ndarray]:
-    """The batch of ``rows`` (one per list) with ``labels`` ``qrels`` or ``teacher``."""
+    """The batch of ``rows`` (one per list) with ``labels`` ``qrels`` or ``teacher``, prompts
+    padded to ``prompt_length``."""
     b, k, lp = len(rows), layout.list_size, layout.passage_max_length
     passage_ids = np.zeros((b, k, lp), np.int32)
     passage_mask = np.zeros((b, k, lp), np.int32)
@@ -66,7 +72,7 @@ def assemble_batch(
     slots = pad_slot_prompts(
         [SlotPrompt(row["prompt_ids"], row["slot_pos"]) for row in rows],
         layout.prompt_pad_id,
-        pad_to=layout.prompt_length,
+        pad_to=prompt_length,
         n_slots=k,
     )
     out = {
@@ -94,16 +100,18 @@ class ListBatches:
     ) -> None:
         self.rows, self.layout, self.stats = rows, layout, stats
 
-    @property
-    def prompt_length(self) -> int:
-        return self.layout.prompt_length
-
     def __len__(self) -> int:
         return len(self.rows)
 
-    def batch(self, indices: np.ndarray, labels: str) -> dict[str, np.ndarray]:
-        """The batch of lists ``indices`` with ``labels`` ``qrels`` or ``teacher``."""
-        return assemble_batch([self.rows[int(i)] for i in indices], labels, self.layout)
+    def batch(
+        self, indices: np.ndarray, labels: str, *, batch_indices: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """The lists ``indices`` with ``labels`` ``qrels`` or ``teacher``. Prompts are padded to
+        the bucket of the longest prompt among ``batch_indices`` (default ``indices``): each
+        process passes the whole global batch there, so all local shards get one shape."""
+        rows = [self.rows[int(i)] for i in indices]
+        batch_rows = rows if batch_indices is None else [self.rows[int(i)] for i in batch_indices]
+        return assemble_batch(rows, labels, self.layout, prompt_bucket(batch_rows))
 
 
 class BatchBuilder(ListBatches):
@@ -158,7 +166,6 @@ class BatchBuilder(ListBatches):
             mode=mode,
             list_size=list_size,
             passage_max_length=passage_max_length,
-            prompt_length=bucket_length(max(len(p.ids) for p in prompts), minimum=64),
             prompt_pad_id=(rr if mode == "resrank" else enc).pad_id,
         )
         rows = [

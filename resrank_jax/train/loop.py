@@ -234,7 +234,9 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
         for k in range(start, n_steps):
             t0 = time.perf_counter()
             indices = iterator.next_indices()
-            local = builder.batch(indices[row0 : row0 + local_rows], stage.labels)
+            local = builder.batch(
+                indices[row0 : row0 + local_rows], stage.labels, batch_indices=indices
+            )
             batch = {
                 key: jax.make_array_from_process_local_data(batch_sh[key], v)
                 for key, v in local.items()
