@@ -38,8 +38,7 @@ class TokenisedLists(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Writes ``ListRows`` as one ArrayRecord split ``train`` under
     ``data_dir/tokenised_lists/<config>/<VERSION>``."""
 
-    VERSION = tfds.core.Version("1.1.0")  # of the example schema and metadata
-    RELEASE_NOTES = {"1.1.0": "layout metadata without prompt_length (bucketed per batch)"}
+    VERSION = tfds.core.Version("1.1.0")  # 1.1.0: layout metadata without prompt_length
 
     def __init__(
         self, rows: Sequence[ListRows], metadata: dict, *, data_dir: Path, config: str
@@ -82,9 +81,9 @@ class TokenisedLists(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 def dataset_name(cfg: TrainConfig) -> str:
     """``tokenised_lists/<fingerprint>`` of everything the rows depend on: the data settings
-    (``queries_per_step`` aside), the size and mtime of each data file, the mode and the
-    encoder / reranker sources (whose tokenizers are used). Changed inputs get a new dataset
-    beside the old one; unchanged inputs reuse it."""
+    (``queries_per_step`` aside), the size and mtime of each data file, the mode, the
+    encoder / reranker sources (whose tokenizers are used) and the seed (``shuffled`` order).
+    Changed inputs get a new dataset beside the old one; unchanged inputs reuse it."""
     data = dataclasses.asdict(cfg.data)
     for key in ("queries_per_step", "array_record_dir"):
         data.pop(key)
@@ -93,7 +92,7 @@ def dataset_name(cfg: TrainConfig) -> str:
         for path in (data["candidates"], data["corpus"], data["qrels"], data["teacher"])
         if path and Path(path).exists()
     }
-    model = [cfg.model.mode, cfg.model.encoder, cfg.model.reranker]
+    model = [cfg.model.mode, cfg.model.encoder, cfg.model.reranker, cfg.seed]  # seed: shuffles
     key = json.dumps([data, files, model], sort_keys=True)
     return f"{TokenisedLists.name}/{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 

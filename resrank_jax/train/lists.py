@@ -9,7 +9,8 @@
 
 A list holds the judged positives found in the first-stage top-100 (at most K/2; when none
 is there, one qrels positive from the corpus takes the last slot) and the highest-ranked
-non-relevant candidates (hard negatives), shown in first-stage order.
+non-relevant candidates (hard negatives), shown in first-stage order unless
+``shuffle_candidates`` permutes them.
 """
 
 from __future__ import annotations
@@ -99,4 +100,24 @@ def lists_from_teacher_file(path: str | Path, *, list_size: int) -> list[Trainin
         )
     if not out:
         raise DataFormatError(path, None, "no lists in file")
+    return out
+
+
+def shuffle_candidates(lists: list[TrainingList], seed: int) -> list[TrainingList]:
+    """Each list with its candidates (ids, texts, both label arrays) permuted together by
+    ``np.random.default_rng([seed, list index])``: deterministic, so a resumed run sees the
+    same lists."""
+    out = []
+    for i, tl in enumerate(lists):
+        perm = np.random.default_rng([seed, i]).permutation(len(tl.docids))
+        out.append(
+            TrainingList(
+                tl.qid,
+                tl.query,
+                [tl.docids[j] for j in perm],
+                [tl.texts[j] for j in perm],
+                tl.qrels_labels[perm],
+                tl.teacher_labels[perm],
+            )
+        )
     return out

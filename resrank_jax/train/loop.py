@@ -20,14 +20,19 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from resrank_jax.config import TrainConfig, config_to_json
+from resrank_jax.config import TrainConfig, config_from_json, config_to_json
 from resrank_jax.data.formats import read_candidates, read_corpus, read_qrels
 from resrank_jax.hf.export import export_hf
 from resrank_jax.sharding import make_mesh
 from resrank_jax.tokenizer import TextTokenizer
 from resrank_jax.train.batches import BatchBuilder, IteratorState, ListBatches, ListIterator
 from resrank_jax.train.checkpoint import Checkpointer
-from resrank_jax.train.lists import lists_from_qrels, lists_from_teacher_file
+from resrank_jax.train.lists import (
+    TrainingList,
+    lists_from_qrels,
+    lists_from_teacher_file,
+    shuffle_candidates,
+)
 from resrank_jax.train.models import TINY, build_model
 from resrank_jax.train.state import batch_shardings, build_stage_step, trainable_labels
 from resrank_jax.train.tensorboard import ScalarWriter
@@ -62,15 +67,22 @@ class Preemption:
         self.requested = True
 
 
-def load_lists(cfg: TrainConfig):
+def load_lists(cfg: TrainConfig) -> tuple[list[TrainingList], dict[str, int]]:
+    """The training lists ``cfg.data`` describes, in ``data.candidate_order``, and counts."""
     d = cfg.data
     if d.teacher:
-        return lists_from_teacher_file(d.teacher, list_size=d.list_size), {}
-    corpus = read_corpus(d.corpus)
-    queries = read_candidates(d.candidates, corpus)
-    if d.max_queries:
-        queries = queries[: d.max_queries]
-    return lists_from_qrels(queries, read_qrels(d.qrels), corpus, list_size=d.list_size)
+        lists, counts = lists_from_teacher_file(d.teacher, list_size=d.list_size), {}
+    else:
+        corpus = read_corpus(d.corpus)
+        queries = read_candidates(d.candidates, corpus)
+        if d.max_queries:
+            queries = queries[: d.max_queries]
+        lists, counts = lists_from_qrels(
+            queries, read_qrels(d.qrels), corpus, list_size=d.list_size
+        )
+    if d.candidate_order == "shuffled":
+        lists = shuffle_candidates(lists, cfg.seed)
+    return lists, counts
 
 
 def load_batches(
@@ -102,7 +114,9 @@ RESUMABLE_CHANGES = ("mesh", "log_every", "peak_tflops_per_device")
 
 
 def _check_same_config(saved: str, current: str, path: Path) -> None:
-    a, b = json.loads(saved), json.loads(current)
+    """Raises unless ``current`` equals the ``saved`` config up to ``RESUMABLE_CHANGES``;
+    fields added to the code after the run was saved count at their defaults."""
+    a, b = json.loads(config_to_json(config_from_json(saved))), json.loads(current)
     for key in RESUMABLE_CHANGES:
         a.pop(key, None)
         b.pop(key, None)
