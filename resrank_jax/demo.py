@@ -6,7 +6,7 @@ nDCG-vs-latency plot.
     python -m resrank_jax.demo [--full | --reduced] [--output-dir runs/demo]
 
 Defaults fit ~15 minutes on 2 CPU cores (query subsets, short passages); ``--full`` ranks all
-queries after one pass over the training lists (~1.5 h); ``--reduced`` is the seconds-scale
+queries after one pass over the training lists (72 min); ``--reduced`` is the seconds-scale
 mode the test suite runs.
 Rerunning resumes the training run and recomputes the table.
 """

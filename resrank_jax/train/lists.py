@@ -111,13 +111,12 @@ def shuffle_candidates(lists: list[TrainingList], seed: int) -> list[TrainingLis
     for i, tl in enumerate(lists):
         perm = np.random.default_rng([seed, i]).permutation(len(tl.docids))
         out.append(
-            TrainingList(
-                tl.qid,
-                tl.query,
-                [tl.docids[j] for j in perm],
-                [tl.texts[j] for j in perm],
-                tl.qrels_labels[perm],
-                tl.teacher_labels[perm],
+            dataclasses.replace(
+                tl,
+                docids=[tl.docids[j] for j in perm],
+                texts=[tl.texts[j] for j in perm],
+                qrels_labels=tl.qrels_labels[perm],
+                teacher_labels=tl.teacher_labels[perm],
             )
         )
     return out
