@@ -109,9 +109,11 @@ class ListBatches:
         """The lists ``indices`` with ``labels`` ``qrels`` or ``teacher``. Prompts are padded to
         the bucket of the longest prompt among ``batch_indices`` (default ``indices``): each
         process passes the whole global batch there, so all local shards get one shape."""
-        rows = [self.rows[int(i)] for i in indices]
-        batch_rows = rows if batch_indices is None else [self.rows[int(i)] for i in batch_indices]
-        return assemble_batch(rows, labels, self.layout, prompt_bucket(batch_rows))
+        read = {
+            int(i): self.rows[int(i)] for i in (indices if batch_indices is None else batch_indices)
+        }
+        rows = [read[int(i)] for i in indices]  # each row is read once (local within global)
+        return assemble_batch(rows, labels, self.layout, prompt_bucket(list(read.values())))
 
 
 class BatchBuilder(ListBatches):
