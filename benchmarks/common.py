@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import flax
 import jax
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -33,7 +34,9 @@ def device_name() -> str:
 
 
 def write_result(name: str, payload: dict) -> Path:
+    """Writes ``benchmarks/results/<name>.json`` with the jax/flax versions that produced it."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    versions = {"jax": jax.__version__, "flax": flax.__version__}
+    path.write_text(json.dumps({**payload, "versions": versions}, indent=2) + "\n")
     return path

@@ -1,6 +1,7 @@
 """Rerank latency per query on BM25 top-100, every ranker on the same backbone and machine.
 
     python benchmarks/rerank_latency.py [--queries 3] [--model smollm2-135m-instruct]
+        [--dtype bfloat16] [--name rerank_latency]
 
 ResRank single pass and sliding window (20/10), E2Rank and the generative listwise baseline
 (RankGPT-style, window 20/10, KV-cache greedy decoding) all use ``--model`` as encoder,
@@ -8,12 +9,13 @@ reranker and generator. Embedding rankers are timed twice: with passage embeddin
 per query ("cold") and with a warm cache ("cached", as when the dense index already holds
 them). Each ranker first runs one warm-up query (compilation is not timed). Writes
 ``benchmarks/results/rerank_latency.json`` with median seconds per query, token counts and
-``speedup_vs_generative`` for ResRank single pass.
+``speedup_vs_generative`` for ResRank single pass (``--name`` changes the file name).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -21,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import device_name, write_result
-from resrank_jax.evaluation import load_dataset
+from resrank_jax.data.formats import read_candidates
 from resrank_jax.models.config import ResRankConfig
 from resrank_jax.rerank.encode import EmbeddingCache
 from resrank_jax.rerank.factory import build_ranker
@@ -56,10 +58,17 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=3, help="timed queries (+1 warm-up)")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--passage-max-length", type=int, default=128)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--candidates", default=str(ROOT / "data/trec-dl19/candidates.jsonl"))
+    p.add_argument("--top-k", type=int, default=100, help="rerank each query's first K")
+    p.add_argument("--name", default="rerank_latency", help="benchmarks/results/NAME.json")
+    p.add_argument("--backbone-label", help="what --model is, for the JSON (default: --model)")
     args = p.parse_args()
-    dl19 = load_dataset(ROOT / "data/trec-dl19/candidates.jsonl", ROOT / "data/trec-dl19/qrels.txt")
-    queries = dl19.queries[: args.queries + 1]
-    kw = dict(model=args.model, passage_max_length=args.passage_max_length)
+    queries = [
+        dataclasses.replace(qc, candidates=qc.candidates[: args.top_k])
+        for qc in read_candidates(args.candidates)[: args.queries + 1]
+    ]
+    kw = dict(model=args.model, passage_max_length=args.passage_max_length, dtype=args.dtype)
     same_width = ResRankConfig(phi="rescale")
     results = {}
     plan = [
@@ -81,14 +90,15 @@ def main() -> None:
     payload = {
         "benchmark": "rerank_latency",
         "device": device_name(),
-        "backbone": args.model,
-        "candidates_per_query": 100,
+        "backbone": args.backbone_label or args.model,
+        "dtype": args.dtype,
+        "candidates_per_query": len(queries[0].candidates),
         "passage_max_length": args.passage_max_length,
         "rankers": results,
         "speedup_vs_generative": generative / results["resrank (cached)"]["median_s_per_query"],
         "speedup_vs_generative_cold": generative / results["resrank (cold)"]["median_s_per_query"],
     }
-    print(f"wrote {write_result('rerank_latency', payload)}")
+    print(f"wrote {write_result(args.name, payload)}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Step time, tokens/s and model TFLOP/s of the jitted joint train step per preset.
 
     python benchmarks/train_step.py [--presets tiny smollm2-135m] [--repeats 5]
+        [--override model.attention_impl=cudnn ...] [--peak-tflops 989] [--measure-peak]
 
-Writes ``benchmarks/results/train_step.json``. MFU needs the device's peak TFLOP/s
-(``--peak-tflops``); on CPU it is left out.
+Writes ``benchmarks/results/train_step.json`` (``--name`` changes the file name). MFU is model
+FLOPs (6 x params x tokens, rematerialisation not counted) per second over the device's peak:
+``--peak-tflops`` (datasheet dense bf16) and/or ``--measure-peak`` (a bf16 8192^3 matmul
+timed on the same device in the same run); on CPU both are left out.
 """
 
 from __future__ import annotations
@@ -32,10 +35,22 @@ def count(tree) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
-def measure(preset: str, repeats: int, peak_tflops: float) -> dict:
-    cfg = resolve_config(
-        preset, [f"data.max_queries={4 * resolve_config(preset).data.queries_per_step}"]
-    )
+def matmul_tflops(repeats: int = 10) -> float:
+    """Achieved TFLOP/s of a bf16 ``n x n x n`` matmul on the default device (n = 8192; 1024
+    on CPU, where the large one takes minutes)."""
+    n = 1024 if jax.default_backend() == "cpu" else 8192
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.bfloat16)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.bfloat16)
+    matmul = jax.jit(jnp.matmul)
+    seconds = median_seconds(lambda: matmul(a, b).block_until_ready(), repeats, warmup=3)
+    return 2 * n**3 / seconds / 1e12
+
+
+def measure(
+    preset: str, repeats: int, overrides: list[str], peaks: dict[str, float]
+) -> dict:
+    base = resolve_config(preset, overrides)
+    cfg = resolve_config(preset, [*overrides, f"data.max_queries={4 * base.data.queries_per_step}"])
     mesh = make_mesh(cfg.mesh)
     model, enc_tok, rr_tok = build_model(cfg.model, mesh, cfg.seed)
     lists, _ = load_lists(cfg)
@@ -64,6 +79,10 @@ def measure(preset: str, repeats: int, peak_tflops: float) -> dict:
     tflops = step_flops(batch_np, enc_params, rr_params) / step_s / 1e12
     row = {
         "preset": preset,
+        "overrides": overrides,
+        "dtype": cfg.model.dtype,
+        "remat": cfg.model.remat,
+        "attention_impl": cfg.model.attention_impl,
         "batch_lists": d.queries_per_step,
         "list_size": d.list_size,
         "passage_len": d.passage_max_length,
@@ -75,8 +94,8 @@ def measure(preset: str, repeats: int, peak_tflops: float) -> dict:
         "tokens_per_s": tokens / step_s,
         "model_tflops_per_s": tflops,
     }
-    if peak_tflops:
-        row["mfu"] = tflops / (peak_tflops * jax.device_count())
+    for name, peak in peaks.items():
+        row[f"mfu_vs_{name}"] = tflops / (peak * jax.device_count())
     print(row)
     return row
 
@@ -85,15 +104,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["tiny", "smollm2-135m"])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--peak-tflops", type=float, default=0.0)
+    parser.add_argument("--override", action="append", default=[], help="config KEY=VALUE")
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="datasheet, per device")
+    parser.add_argument("--measure-peak", action="store_true")
+    parser.add_argument("--name", default="train_step", help="benchmarks/results/NAME.json")
     args = parser.parse_args()
-    rows = [measure(p, args.repeats, args.peak_tflops) for p in args.presets]
+    peaks = {"datasheet_peak": args.peak_tflops} if args.peak_tflops else {}
+    if args.measure_peak:
+        peaks["measured_matmul"] = matmul_tflops()
+        print(f"bf16 matmul: {peaks['measured_matmul']:.1f} TFLOP/s")
+    rows = [measure(p, args.repeats, args.override, peaks) for p in args.presets]
     out = write_result(
-        "train_step",
+        args.name,
         {
             "benchmark": "train_step",
             "device": device_name(),
             "devices": jax.device_count(),
+            "peak_tflops_per_device": peaks,
             "results": rows,
         },
     )

@@ -24,7 +24,8 @@ from resrank_jax.models.config import ResRankConfig
 class ModelConfig:
     """Encoder and reranker sources: packaged names, HF dirs / hub ids, GGUF files, or
     ``tiny-bert`` / ``tiny-decoder`` (random tiny backbones for tests, using the packaged
-    tokenizers)."""
+    tokenizers). ``attention_impl``: ``xla``, or ``cudnn`` (fused attention on NVIDIA GPUs,
+    bf16/fp16 only)."""
 
     mode: Literal["resrank", "e2rank"] = "resrank"
     encoder: str = "all-minilm-l6-v2"
@@ -33,6 +34,7 @@ class ModelConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: bool = False
+    attention_impl: Literal["xla", "cudnn"] = "xla"
 
 
 @dataclasses.dataclass(frozen=True)

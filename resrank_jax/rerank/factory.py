@@ -18,10 +18,11 @@ from resrank_jax.rerank.generative import GenerativeRanker
 RANKERS = ("bm25", "identity", "dense", "e2rank", "resrank", "resrank-window", "generative")
 
 
-def resolve_model(source: str):
+def resolve_model(source: str, dtype: str = "float32"):
     """Packaged weight names (``all-minilm-l6-v2``, ``smollm2-135m-instruct``) or any
-    ``load_backbone`` source."""
-    return load_backbone(packaged_weights(source) if source in PACKAGED else source)
+    ``load_backbone`` source, with params and compute in ``dtype``."""
+    path = packaged_weights(source) if source in PACKAGED else source
+    return load_backbone(path, dtype=dtype, param_dtype=dtype)
 
 
 def build_ranker(
@@ -32,10 +33,12 @@ def build_ranker(
     reranker: str | None = None,
     passage_max_length: int = 256,
     resrank_config: ResRankConfig | None = None,
+    dtype: str = "float32",
 ) -> Ranker:
     """A ranker by name. ``model`` is the encoder (dense, e2rank, resrank) or the generator
     (generative); ``reranker`` the ResRank Reranker-LLM (default: the same source as
-    ``model``). ResRank built this way is zero-shot (untrained fusion)."""
+    ``model``). ``dtype`` (``float32``/``bfloat16``) is the params' and compute dtype of
+    ``model``/``reranker``. ResRank built this way is zero-shot (untrained fusion)."""
     if name not in RANKERS:
         raise ValueError(f"unknown ranker {name!r}; choose from {', '.join(RANKERS)}")
     if name in ("bm25", "identity"):
@@ -44,7 +47,7 @@ def build_ranker(
         return ranker_from_run(name, checkpoint, passage_max_length)
     if model is None:
         raise ValueError(f"ranker {name!r} needs --model SOURCE or --checkpoint DIR")
-    backbone, tokenizer = resolve_model(model)
+    backbone, tokenizer = resolve_model(model, dtype)
     if tokenizer is None:
         raise ValueError(f"{model}: no tokenizer found next to the weights")
     kw = dict(passage_max_length=passage_max_length)
@@ -57,7 +60,7 @@ def build_ranker(
     if name == "generative":
         return GenerativeRanker(backbone, tokenizer)
     rr_backbone, rr_tokenizer = (
-        (backbone, tokenizer) if reranker in (None, model) else resolve_model(reranker)
+        (backbone, tokenizer) if reranker in (None, model) else resolve_model(reranker, dtype)
     )
     cfg = resrank_config or ResRankConfig(
         phi="rescale" if backbone.cfg.hidden_size == rr_backbone.cfg.hidden_size else "linear"

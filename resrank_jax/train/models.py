@@ -47,7 +47,12 @@ def backbone_and_tokenizer(
     source: str, cfg: ModelConfig, mesh: Mesh, seed: int
 ) -> tuple[Backbone, TextTokenizer]:
     """``(backbone on mesh, checked tokenizer)`` for a source name."""
-    overrides = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, remat=cfg.remat)
+    overrides = dict(
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        remat=cfg.remat,
+        attention_impl=cfg.attention_impl,
+    )
     if source in TINY:
         arch, tokenizer_source = TINY[source]
         _, tokenizer = load_backbone(packaged_weights(tokenizer_source))
