@@ -44,8 +44,7 @@ def write_random_checkpoint(
     """
     if len(tokenizer) > cfg.vocab_size:
         raise ValueError(
-            f"the tokenizer has {len(tokenizer)} ids; the architecture embeds only "
-            f"{cfg.vocab_size}"
+            f"the tokenizer has {len(tokenizer)} ids; the architecture embeds only {cfg.vocab_size}"
         )
     return export_hf(init_backbone(cfg, seed=seed), out_dir, tokenizer=tokenizer)
 

@@ -46,9 +46,7 @@ def matmul_tflops(repeats: int = 10) -> float:
     return 2 * n**3 / seconds / 1e12
 
 
-def measure(
-    preset: str, repeats: int, overrides: list[str], peaks: dict[str, float]
-) -> dict:
+def measure(preset: str, repeats: int, overrides: list[str], peaks: dict[str, float]) -> dict:
     base = resolve_config(preset, overrides)
     cfg = resolve_config(preset, [*overrides, f"data.max_queries={4 * base.data.queries_per_step}"])
     mesh = make_mesh(cfg.mesh)

@@ -36,14 +36,19 @@ def test_random_checkpoint_loads_back_bit_for_bit(random_checkpoint, smollm2_tok
         np.testing.assert_array_equal(np.asarray(got[path]), np.asarray(value), err_msg=str(path))
     text = "what causes cancer"
     assert tokenizer.hf(text)["input_ids"] == smollm2_tokenizer.hf(text)["input_ids"]
-    assert (tokenizer.eos_id, tokenizer.pad_id) == (smollm2_tokenizer.eos_id, smollm2_tokenizer.pad_id)
+    assert (tokenizer.eos_id, tokenizer.pad_id) == (
+        smollm2_tokenizer.eos_id,
+        smollm2_tokenizer.pad_id,
+    )
 
 
 def test_random_checkpoint_refuses_a_tokenizer_larger_than_the_vocabulary(
     tmp_path, smollm2_tokenizer
 ):
     with pytest.raises(ValueError, match="embeds only 1000"):
-        write_random_checkpoint(QWEN_SHAPED.replace(vocab_size=1000), tmp_path, smollm2_tokenizer.hf)
+        write_random_checkpoint(
+            QWEN_SHAPED.replace(vocab_size=1000), tmp_path, smollm2_tokenizer.hf
+        )
     assert not (tmp_path / "model.safetensors").exists()
 
 
