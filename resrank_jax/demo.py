@@ -8,7 +8,7 @@ nDCG-vs-latency plot.
 Defaults fit ~15 minutes on 2 CPU cores (query subsets, short passages); ``--full`` ranks all
 queries after one pass over the training lists (72 min); ``--reduced`` is the seconds-scale
 mode the test suite runs. ``--generative`` adds the generative listwise baseline
-(SmolLM2-135M-Instruct, window 20/10) on the DL19 queries, about 200 s a query on 2 cores.
+(SmolLM2-135M-Instruct, window 20/10) on the DL19 queries, about 160 s a query on 2 cores.
 Rerunning resumes the training run and recomputes the table.
 """
 
