@@ -23,13 +23,12 @@ from pathlib import Path
 from resrank_jax.config import resolve_config
 from resrank_jax.evaluation import evaluate_ranker, format_table
 from resrank_jax.experiment import eval_datasets, zero_shot_minilm
-from resrank_jax.hf.load import load_backbone
 from resrank_jax.hf.packaged import packaged_weights
 from resrank_jax.plot import quality_latency_svg
 from resrank_jax.rerank.base import IdentityRanker
 from resrank_jax.rerank.embedding_rankers import DenseRanker, E2RankRanker, ResRankRanker
 from resrank_jax.rerank.encode import EmbeddingCache
-from resrank_jax.rerank.generative import GenerativeRanker
+from resrank_jax.rerank.factory import build_ranker
 from resrank_jax.sharding import mesh_shape_for_batch
 from resrank_jax.train.loop import run_training
 from resrank_jax.train.models import load_trained
@@ -111,7 +110,7 @@ def main(argv=None) -> int:
     if args.generative:
         dl19_only.append(
             (
-                GenerativeRanker(*load_backbone(packaged_weights("smollm2-135m-instruct"))),
+                build_ranker("generative", model="smollm2-135m-instruct"),
                 "generative window 20/10 (zero-shot SmolLM2)",
             )
         )
