@@ -1,7 +1,7 @@
 """Rerank candidate sets and report IR metrics. Thin wrapper over resrank_jax.evaluation.
 
     python eval.py --candidates FILE [--corpus FILE] --qrels FILE --ranker NAME
-                   [--model SOURCE] [--run-out FILE] [--metrics-json FILE]
+                   [--model SOURCE] [--run-out FILE] [--metrics-json FILE] [--rel-level N]
 
 Repeat --candidates/--qrels (and --corpus, --name) to evaluate several datasets in one table.
 """
@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 from resrank_jax.evaluation import evaluate_ranker, format_table, load_dataset
-from resrank_jax.rerank.encode import EmbeddingCache
+from resrank_jax.instructions import dataset_key
+from resrank_jax.rerank.base import Ranker
+from resrank_jax.rerank.encode import CacheMismatchError, EmbeddingCache
 from resrank_jax.rerank.factory import RANKERS, build_ranker
 
 
@@ -31,8 +33,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--model", help="encoder / generator: HF dir, hub id, .gguf, or packaged name"
     )
     p.add_argument("--reranker", help="ResRank Reranker-LLM source (default: --model)")
-    p.add_argument("--passage-max-length", type=int, default=256)
+    p.add_argument(
+        "--passage-max-length",
+        type=int,
+        help="encoder tokens per passage (default: a run's own recipe; 256 for --model)",
+    )
+    p.add_argument(
+        "--instructions",
+        help="prompt instructions: a key of resrank_jax.instructions (default: the run's, or "
+        "'default' as E2Rank's released reranking uses), or 'per-dataset' for each dataset's",
+    )
     p.add_argument("--max-queries", type=int, help="rank only the first N queries of each set")
+    p.add_argument(
+        "--rel-level",
+        type=int,
+        metavar="N",
+        help="MRR@10, R@100 and MAP count rel >= N (default: BEIR qrels 1, TREC DL qrels 2)",
+    )
     p.add_argument("--run-out", help="TREC run file (several datasets: suffixed by dataset index)")
     p.add_argument("--metrics-json", help="write the metrics as JSON here")
     p.add_argument(
@@ -41,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    if args.rel_level is not None and args.rel_level < 1:
+        p.error(f"--rel-level must be >= 1, got {args.rel_level}")
     n = len(args.candidates)
     for flag in ("qrels", "corpus", "name"):
         given = getattr(args, flag)
@@ -51,6 +70,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def with_instructions(ranker: Ranker, choice: str | None, dataset_name: str) -> Ranker:
+    """``ranker`` with the instructions ``--instructions`` asks for on ``dataset_name``."""
+    if choice is None:
+        return ranker
+    return ranker.for_dataset(dataset_key(dataset_name) if choice == "per-dataset" else choice)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     n = len(args.candidates)
@@ -59,7 +85,7 @@ def main(argv=None) -> int:
     ] * n
     names = args.name or [None] * n
     datasets = [
-        load_dataset(c, q, k, m)
+        load_dataset(c, q, k, m, rel_level=args.rel_level)
         for c, q, k, m in zip(args.candidates, args.qrels, corpora, names, strict=True)
     ]
     ranker = build_ranker(
@@ -71,12 +97,20 @@ def main(argv=None) -> int:
     )
     cache = getattr(ranker, "cache", None)
     if args.embedding_cache and cache is not None and Path(args.embedding_cache).exists():
-        ranker.cache = EmbeddingCache.load(args.embedding_cache)
+        try:
+            ranker.cache = EmbeddingCache.load(args.embedding_cache, expect=ranker.encoder_key)
+        except CacheMismatchError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     results = {}
     for i, dataset in enumerate(datasets):
         run_out = args.run_out if n == 1 or not args.run_out else f"{args.run_out}.{i}"
         results[dataset.name] = evaluate_ranker(
-            ranker, dataset, max_queries=args.max_queries, run_out=run_out, progress=not args.quiet
+            with_instructions(ranker, args.instructions, dataset.name),
+            dataset,
+            max_queries=args.max_queries,
+            run_out=run_out,
+            progress=not args.quiet,
         )
     print(format_table(results))
     if args.embedding_cache and cache is not None:

@@ -4,7 +4,8 @@
         [--override model.attention_impl=cudnn ...] [--peak-tflops 989] [--measure-peak]
 
 Writes ``benchmarks/results/train_step.json`` (``--name`` changes the file name). MFU is model
-FLOPs (6 x params x tokens, rematerialisation not counted) per second over the device's peak:
+FLOPs (``resrank_jax.flops``: 6 x non-embedding params x padded tokens + attention, as MaxText
+counts them; rematerialisation not counted) per second over the device's peak:
 ``--peak-tflops`` (datasheet dense bf16) and/or ``--measure-peak`` (a bf16 8192^3 matmul
 timed on the same device in the same run); on CPU both are left out.
 """
@@ -25,14 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import device_name, median_seconds, write_result
 from resrank_jax import make_mesh
 from resrank_jax.config import resolve_config
+from resrank_jax.flops import Tower, param_count, step_flops
 from resrank_jax.train.batches import BatchBuilder
-from resrank_jax.train.loop import TOKEN_MASKS, load_lists, step_flops
-from resrank_jax.train.models import build_model
+from resrank_jax.train.loop import TOKEN_MASKS, load_lists
+from resrank_jax.train.models import build_model, build_task
 from resrank_jax.train.state import build_stage_step
-
-
-def count(tree) -> int:
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
 def matmul_tflops(repeats: int = 10) -> float:
@@ -53,11 +51,12 @@ def measure(preset: str, repeats: int, overrides: list[str], peaks: dict[str, fl
     model, enc_tok, rr_tok = build_model(cfg.model, mesh, cfg.seed)
     lists, _ = load_lists(cfg)
     d = cfg.data
-    builder = BatchBuilder.from_config(lists, enc_tok, rr_tok, cfg)
+    task = build_task(cfg, enc_tok, rr_tok)
+    builder = BatchBuilder(lists, task)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     stage = cfg.stages[0]
     batch_np = builder.batch(np.arange(d.queries_per_step), stage.labels)
-    built = build_stage_step(graphdef, rest, params, stage, 100, cfg, mesh, batch_np)
+    built = build_stage_step(graphdef, rest, params, stage, 100, cfg, task, mesh, batch_np)
     state = built.init_state(jax.tree.map(jnp.copy, params))
     batch = {k: jax.device_put(v, built.batch_shardings[k]) for k, v in batch_np.items()}
     start = time.perf_counter()
@@ -71,10 +70,12 @@ def measure(preset: str, repeats: int, overrides: list[str], peaks: dict[str, fl
 
     step_s = median_seconds(one_step, repeats)
     tokens = sum(int(v.sum()) for k, v in batch_np.items() if k in TOKEN_MASKS)
-    enc = model.encoder if cfg.model.mode == "resrank" else model
-    enc_params = count(nnx.state(enc, nnx.Param))
-    rr_params = count(nnx.state(model.reranker, nnx.Param)) if cfg.model.mode == "resrank" else 0
-    tflops = step_flops(batch_np, enc_params, rr_params) / step_s / 1e12
+    enc = model.encoder.backbone
+    reranker = model.reranker if task.needs_reranker else None
+    enc_tower = Tower.of(enc)
+    prompt_tower = enc_tower if reranker is None else Tower.of(reranker)
+    tflops_per_step = step_flops(batch_np, enc_tower, prompt_tower) / 1e12
+    tflops = tflops_per_step / step_s
     row = {
         "preset": preset,
         "overrides": overrides,
@@ -84,12 +85,16 @@ def measure(preset: str, repeats: int, overrides: list[str], peaks: dict[str, fl
         "batch_lists": d.queries_per_step,
         "list_size": d.list_size,
         "passage_len": d.passage_max_length,
-        "prompt_len": batch_np["prompt_ids" if "prompt_ids" in batch_np else "pseudo_ids"].shape[1],
-        "encoder_params": enc_params,
-        "reranker_params": rr_params,
+        "prompt_len": batch_np["prompt_ids"].shape[1],
+        "query_len": batch_np["query_ids"].shape[1],
+        "encoder_params": param_count(enc),
+        "reranker_params": 0 if reranker is None else param_count(reranker),
+        "encoder_non_embedding_params": enc_tower.params,
+        "reranker_non_embedding_params": 0 if reranker is None else prompt_tower.params,
         "compile_s": compile_s,
         "step_s": step_s,
         "tokens_per_s": tokens / step_s,
+        "model_tflops_per_step": tflops_per_step,
         "model_tflops_per_s": tflops,
     }
     for name, peak in peaks.items():

@@ -29,7 +29,7 @@ from resrank_jax.config import resolve_config
 from resrank_jax.hf.packaged import packaged_weights
 from resrank_jax.train.batches import BatchBuilder
 from resrank_jax.train.loop import TOKEN_MASKS, load_lists
-from resrank_jax.train.models import build_model
+from resrank_jax.train.models import build_model, build_task
 from resrank_jax.train.state import build_stage_step
 
 
@@ -100,13 +100,16 @@ def main() -> None:
     )
     mesh = make_mesh(cfg.mesh, jax.devices()[:1])
     model, enc_tok, rr_tok = build_model(cfg.model, mesh, cfg.seed)
-    builder = BatchBuilder.from_config(load_lists(cfg)[0], enc_tok, rr_tok, cfg)
+    task = build_task(cfg, enc_tok, rr_tok)
+    builder = BatchBuilder(load_lists(cfg)[0], task)
     batch_np = builder.batch(np.arange(args.lists), "qrels")
     tokens = sum(int(v.sum()) for k, v in batch_np.items() if k in TOKEN_MASKS)
 
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     stage = cfg.stages[0]
-    built = build_stage_step(graphdef, rest, params, stage, 100, cfg, mesh, batch_np, grad_accum=1)
+    built = build_stage_step(
+        graphdef, rest, params, stage, 100, cfg, task, mesh, batch_np, grad_accum=1
+    )
     holder = {"state": built.init_state(jax.tree.map(jnp.copy, params))}
     batch = {k: jax.device_put(v, built.batch_shardings[k]) for k, v in batch_np.items()}
     start = time.perf_counter()

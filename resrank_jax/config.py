@@ -18,6 +18,7 @@ import typing
 from typing import Any, Literal
 
 from resrank_jax.models.config import ResRankConfig
+from resrank_jax.tasks.base import Recipe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +28,7 @@ class ModelConfig:
     tokenizers). ``attention_impl``: ``xla``, or ``cudnn`` (fused attention on NVIDIA GPUs,
     bf16/fp16 only)."""
 
-    mode: Literal["resrank", "e2rank"] = "resrank"
+    mode: str = "resrank"  # a model registered in resrank_jax.tasks.TASKS
     encoder: str = "all-minilm-l6-v2"
     reranker: str = "smollm2-135m-instruct"
     resrank: ResRankConfig = ResRankConfig()  # noqa: RUF009 (frozen, immutable default)
@@ -46,7 +47,12 @@ class DataConfig:
     ``candidate_order``: ``first_stage`` shows each list's candidates in first-stage order
     (then a judged positive sits in the first slot, or in the last one when it ranked below
     the hard negatives: 73% of SciFact train positives); ``shuffled`` permutes each list once
-    with a seeded permutation (``seed``, list index), so slot position carries no label."""
+    with a seeded permutation (``seed``, list index), so slot position carries no label.
+
+    The ranking recipe (``TrainConfig.recipe``, saved with the run and used by ``eval.py
+    --checkpoint``): ``list_size``, the max lengths, E2Rank's ``prompt_doc_words`` /
+    ``prompt_max_length`` / ``pseudo_query_layout`` and ``instructions`` (a key of
+    ``resrank_jax.instructions.INSTRUCTIONS``)."""
 
     candidates: str = "data/scifact/candidates.train.jsonl"
     corpus: str = "data/scifact/corpus.jsonl"
@@ -57,17 +63,24 @@ class DataConfig:
     max_queries: int = 0  # 0: all
     passage_max_length: int = 128
     query_max_length: int = 64
-    prompt_doc_words: int = 40  # E2Rank pseudo-query: words per document
-    prompt_max_length: int = 1024  # E2Rank pseudo-query tokens (BERT encoders: <= 512)
+    prompt_doc_words: int = 1024  # E2Rank pseudo-query: words per document (as released)
+    prompt_max_length: int = 4096  # E2Rank pseudo-query tokens (BERT encoders: <= 512)
+    pseudo_query_layout: Literal["released_eval", "released_train"] = "released_eval"
+    instructions: str = "default"
     array_record_dir: str = ""
     candidate_order: Literal["first_stage", "shuffled"] = "first_stage"
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
+    """RankNet's ``kappa`` and pair weighting, InfoNCE's temperature, and whether InfoNCE
+    drops a query's judged positives (and copies of its target) from its negatives when they
+    reappear elsewhere in the batch (``mask_false_negatives``)."""
+
     kappa: float = 10.0
     temperature: float = 0.03
     ranknet_weighting: Literal["none", "first"] = "none"
+    mask_false_negatives: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +102,13 @@ class StageConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
+    """AdamW settings. ``decay_norms_and_biases=False`` (default) keeps norm scales/biases,
+    biases and ResRank's scalars (gate, alpha, slot_scale) out of weight decay, as the HF
+    Trainer that E2Rank's recipe runs under does (embeddings and kernels are decayed); True
+    decays every trainable param."""
+
     weight_decay: float = 0.01
+    decay_norms_and_biases: bool = False
     warmup_ratio: float = 0.1
     clip_norm: float = 1.0
     b1: float = 0.9
@@ -114,6 +133,19 @@ class TrainConfig:
     log_every: int = 1
     seed: int = 0
     peak_tflops_per_device: float = 0.0  # for MFU; 0 = unknown (MFU not reported)
+
+    def recipe(self) -> Recipe:
+        """What ranking needs besides the weights (saved with the run as part of the config)."""
+        d = self.data
+        return Recipe(
+            list_size=d.list_size,
+            passage_max_length=d.passage_max_length,
+            query_max_length=d.query_max_length,
+            prompt_max_length=d.prompt_max_length,
+            prompt_doc_words=d.prompt_doc_words,
+            pseudo_query_layout=d.pseudo_query_layout,
+            instructions=d.instructions,
+        )
 
     def stage_steps(self) -> list[int]:
         """Steps of each stage: ``steps`` split by fraction, the last stage takes the rest."""
@@ -142,6 +174,11 @@ class TrainConfig:
                     ) from None
         if self.data.list_size < 2:
             raise ValueError(f"data.list_size={self.data.list_size} must be >= 2")
+        from resrank_jax.instructions import instructions_for
+        from resrank_jax.tasks import get_task
+
+        get_task(self.model.mode)
+        instructions_for(self.data.instructions)
         return self
 
 

@@ -10,14 +10,15 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from resrank_jax.data.formats import (
+    QrelsFormat,
     QueryCandidates,
     read_candidates,
     read_corpus,
-    read_qrels,
+    read_qrels_with_format,
     write_run,
 )
-from resrank_jax.data.irds import load_irds, register_repo_collections
-from resrank_jax.data.metrics import evaluate
+from resrank_jax.data.irds import irds_qrels_format, load_irds, register_repo_collections
+from resrank_jax.data.metrics import default_rel_level, evaluate
 from resrank_jax.rerank.base import Ranker
 
 TABLE_COLUMNS = ("nDCG@10", "MRR@10", "R@100", "MAP")
@@ -25,14 +26,43 @@ TABLE_COLUMNS = ("nDCG@10", "MRR@10", "R@100", "MAP")
 
 @dataclasses.dataclass
 class Dataset:
+    """Candidate lists and judgments. ``rel_level``: the grade from which binary measures
+    (MRR@10, R@100, MAP) count a document relevant; nDCG@10 always uses the grades."""
+
     name: str
     queries: list[QueryCandidates]
     qrels: dict[str, dict[str, int]]
+    rel_level: int
 
-    @property
-    def rel_level(self) -> int:
-        """2 for graded judgments (TREC DL: binary measures use rel >= 2), else 1."""
-        return 2 if max(max(d.values()) for d in self.qrels.values()) >= 2 else 1
+    def __post_init__(self) -> None:
+        if self.rel_level < 1:
+            raise ValueError(f"{self.name}: rel_level must be >= 1, got {self.rel_level}")
+
+
+_Parts = tuple[str, list[QueryCandidates], dict[str, dict[str, int]], QrelsFormat]
+"""Default name, candidate lists, qrels and the qrels' format of a dataset being loaded."""
+
+
+def _irds_parts(candidates: str, qrels: str) -> _Parts:
+    """An ``irds:<id>`` dataset (the same id for candidates and qrels)."""
+    dataset_id = candidates.removeprefix("irds:")
+    if qrels != candidates:
+        raise ValueError(f"with --candidates {candidates} pass the same id as --qrels")
+    if dataset_id.startswith("resrank/"):
+        register_repo_collections(Path(__file__).resolve().parent.parent / "data")
+    queries, judgments = load_irds(dataset_id)
+    return dataset_id, queries, judgments, irds_qrels_format(dataset_id)
+
+
+def _file_parts(candidates: Path, qrels: str | Path, corpus: str | Path | None) -> _Parts:
+    """A dataset from a candidate file, a qrels file and an optional corpus; its default name
+    is ``folder/split`` (``data/scifact/candidates.test.jsonl`` -> ``scifact/test``)."""
+    corpus_map = read_corpus(corpus) if corpus else None
+    split = candidates.stem.removeprefix("candidates").strip("._-")
+    name = f"{candidates.parent.name}/{split}" if split else candidates.parent.name
+    queries = read_candidates(candidates, corpus_map)
+    judgments, qrels_format = read_qrels_with_format(qrels)
+    return name, queries, judgments, qrels_format
 
 
 def load_dataset(
@@ -40,22 +70,21 @@ def load_dataset(
     qrels: str | Path,
     corpus: str | Path | None = None,
     name: str | None = None,
+    *,
+    rel_level: int | None = None,
 ) -> Dataset:
     """A dataset from files, or from an ir_datasets id written ``irds:<id>`` (for both
-    ``candidates`` and ``qrels``; ``irds:resrank/scifact/test`` is the repository's copy)."""
+    ``candidates`` and ``qrels``; ``irds:resrank/scifact/test`` is the repository's copy).
+    ``rel_level`` (binary measures count rel >= it) defaults to the qrels' convention, see
+    ``default_rel_level``: 1 for BEIR-format files and ir_datasets ids outside TREC DL, 2 for
+    TREC-format files and TREC DL ids."""
     if str(candidates).startswith("irds:"):
-        dataset_id = str(candidates).removeprefix("irds:")
-        if str(qrels) != str(candidates):
-            raise ValueError(f"with --candidates {candidates} pass the same id as --qrels")
-        if dataset_id.startswith("resrank/"):
-            register_repo_collections(Path(__file__).resolve().parent.parent / "data")
-        queries, judgments = load_irds(dataset_id)
-        return Dataset(name or dataset_id, queries, judgments)
-    corpus_map = read_corpus(corpus) if corpus else None
-    path = Path(candidates)
-    split = path.stem.removeprefix("candidates").strip("._-")
-    default = f"{path.parent.name}/{split}" if split else path.parent.name
-    return Dataset(name or default, read_candidates(path, corpus_map), read_qrels(qrels))
+        default, queries, judgments, qrels_format = _irds_parts(str(candidates), str(qrels))
+    else:
+        default, queries, judgments, qrels_format = _file_parts(Path(candidates), qrels, corpus)
+    if rel_level is None:
+        rel_level = default_rel_level(qrels_format, judgments)
+    return Dataset(name or default, queries, judgments, rel_level)
 
 
 def rerank_dataset(

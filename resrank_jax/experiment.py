@@ -17,13 +17,9 @@ from pathlib import Path
 
 from resrank_jax.config import config_to_json, resolve_config
 from resrank_jax.evaluation import Dataset, evaluate_ranker, format_table, load_dataset
-from resrank_jax.hf.packaged import packaged_weights
-from resrank_jax.models.encoder import Encoder
 from resrank_jax.rerank.base import IdentityRanker, Ranker
-from resrank_jax.rerank.embedding_rankers import DenseRanker, E2RankRanker, ResRankRanker
-from resrank_jax.rerank.encode import EmbeddingCache
+from resrank_jax.rerank.factory import build_ranker, run_rankers
 from resrank_jax.train.loop import run_training
-from resrank_jax.train.models import load_trained
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -42,53 +38,19 @@ def eval_datasets(dl19_queries: int = 0, scifact_queries: int = 0) -> list[tuple
     return [(dl19, dl19_queries), (scifact, scifact_queries)]
 
 
-def zero_shot_minilm() -> tuple[Encoder, object]:
-    """The packaged all-MiniLM-L6-v2 encoder and its tokenizer."""
-    from resrank_jax.hf.load import load_backbone
-
-    model, tok = load_backbone(packaged_weights("all-minilm-l6-v2"))
-    return Encoder(model), tok
-
-
 def baseline_rankers(passage_max_length: int) -> list[tuple[str, Ranker]]:
     """The BM25 order and zero-shot MiniLM dense reranking."""
-    encoder, tok = zero_shot_minilm()
-    return [
-        ("bm25", IdentityRanker("bm25")),
-        (
-            "dense (zero-shot MiniLM)",
-            DenseRanker(encoder, tok, passage_max_length=passage_max_length),
-        ),
-    ]
+    dense = build_ranker("dense", model="all-minilm-l6-v2", passage_max_length=passage_max_length)
+    return [("bm25", IdentityRanker("bm25")), ("dense (zero-shot MiniLM)", dense)]
 
 
 def trained_rankers(run_dir: str | Path, passage_max_length: int) -> list[tuple[str, Ranker]]:
-    """The rankers a finished training run gives: its encoder alone (dense) and its full model
-    (ResRank single pass, or E2Rank), sharing one embedding cache."""
-    model, enc_tok, rr_tok, cfg = load_trained(run_dir)
-    cache, kw = EmbeddingCache(), dict(passage_max_length=passage_max_length)
-    if cfg.model.mode == "e2rank":  # the pseudo-query as in training
-        d = cfg.data
-        e2rank = E2RankRanker(
-            model,
-            enc_tok,
-            cache=cache,
-            top_k=d.list_size,
-            prompt_doc_words=d.prompt_doc_words,
-            prompt_max_length=d.prompt_max_length,
-            **kw,
-        )
-        return [
-            ("dense (trained encoder)", DenseRanker(model, enc_tok, cache=cache, **kw)),
-            ("e2rank (trained)", e2rank),
-        ]
-    return [
-        ("dense (trained encoder)", DenseRanker(model.encoder, enc_tok, cache=cache, **kw)),
-        (
-            "resrank (trained, single pass)",
-            ResRankRanker(model, enc_tok, rr_tok, cache=cache, **kw),
-        ),
-    ]
+    """The rankers a finished training run gives, with the run's recipe: its encoder alone
+    (dense) and its full model (ResRank single pass, or E2Rank), sharing one cache."""
+    rankers = run_rankers(str(run_dir), passage_max_length)
+    own = next(name for name in rankers if name != "dense")
+    label = "resrank (trained, single pass)" if own == "resrank" else f"{own} (trained)"
+    return [("dense (trained encoder)", rankers["dense"]), (label, rankers[own])]
 
 
 def evaluate_rankers(

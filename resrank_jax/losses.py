@@ -25,15 +25,84 @@ def infonce(
     *,
     temperature: float = 0.03,
     doc_mask_m: jax.Array | None = None,
+    false_negative_mask_bm: jax.Array | None = None,
 ) -> jax.Array:
     """Contrastive loss: query ``b``'s positive is document ``positive_b[b]`` among all ``M``
     documents (its own list's other candidates are hard negatives, every other list's
-    documents are in-batch negatives). Inputs are L2-normalised; returns the mean over B."""
+    documents are in-batch negatives). Inputs are L2-normalised; returns the mean over B.
+
+    Args:
+        q_bd: query vectors ``[B, D]``.
+        d_md: document vectors ``[M, D]`` (the B lists' candidates, flattened).
+        positive_b: ``[B]`` int, the column of query ``b``'s target in ``d_md``.
+        doc_mask_m: ``[M]``, 0 = padding column, out of every query's softmax.
+        false_negative_mask_bm: ``[B, M]`` bool, True = column ``m`` is no negative for query
+            ``b`` (e.g. a copy of its positive in another list, or another judged positive of
+            ``b``; see :func:`same_doc_positive_mask`): it leaves query ``b``'s softmax
+            denominator (logit ``NEG``, zero gradient). The target column ``positive_b[b]``
+            always stays in, whatever the mask says there.
+
+    Under ``jax.jit`` with inputs sharded on their first axis (B rows / M rows) this is the
+    global-batch value: there is no ``shard_map``, XLA gathers ``d_md`` for the ``[B, M]``
+    logits, and a mask sharded on its B rows lines up with them.
+    """
     logits_bm = (q_bd.astype(jnp.float32) @ d_md.astype(jnp.float32).T) / temperature
     if doc_mask_m is not None:
         logits_bm = jnp.where(doc_mask_m[None, :].astype(bool), logits_bm, NEG)
+    if false_negative_mask_bm is not None:
+        target_bm = jnp.arange(logits_bm.shape[1])[None, :] == positive_b[:, None]
+        drop_bm = false_negative_mask_bm.astype(bool) & ~target_bm
+        logits_bm = jnp.where(drop_bm, NEG, logits_bm)
     log_probs = jax.nn.log_softmax(logits_bm, axis=-1)
     return -jnp.mean(jnp.take_along_axis(log_probs, positive_b[:, None], axis=-1))
+
+
+def same_doc_positive_mask(
+    doc_key_m: jax.Array,
+    positive_m: jax.Array,
+    list_of_m: jax.Array,
+    num_queries: int,
+    *,
+    target_b: jax.Array | None = None,
+) -> jax.Array:
+    """The ``false_negative_mask_bm [B, M]`` of :func:`infonce`: True where column ``m``'s
+    document key equals the key of any positive of query ``b``.
+
+    Query ``b``'s positives are the columns ``m`` with ``list_of_m[m] == b`` and
+    ``positive_m[m]`` (judged relevant: qrels grade > 0, not a teacher score, which is > 0
+    for every candidate), plus ``target_b[b]`` when given (the InfoNCE target, so that a
+    teacher top-1 that is not judged is covered too). The positive columns themselves are
+    marked as well: ``infonce`` keeps the target column, so the mask removes exactly the
+    copies of the target elsewhere in the batch and every other judged positive of ``b``
+    (and their copies) from ``b``'s negatives. Columns of other queries' positives are not
+    touched for ``b``: they stay ``b``'s in-batch negatives unless ``b`` judged them too.
+
+    Args:
+        doc_key_m: ``[M]`` int, one key per document (e.g. a docid hash); equal keys = same
+            document. Keys of padding columns do not matter while ``positive_m`` is False
+            there (``infonce``'s ``doc_mask_m`` removes padding anyway).
+        positive_m: ``[M]`` bool.
+        list_of_m: ``[M]`` int in ``[0, num_queries)``, the query (list) that owns column
+            ``m``; ``jnp.repeat(jnp.arange(B), K)`` for ``[B, K]`` lists flattened row-major.
+        num_queries: ``B`` (static).
+        target_b: optional ``[B]`` int column of each query's InfoNCE target.
+
+    Pure ``jnp`` and jittable; under ``jax.jit`` with batch-sharded ``[B, K]`` keys and labels
+    (flattened to ``[M]``) it sees the global batch, like ``infonce``: build the mask inside
+    the step from global arrays, not per host.
+    """
+    doc_key_m = jnp.asarray(doc_key_m)
+    list_of_m = jnp.asarray(list_of_m)
+    owned_bm = (list_of_m[None, :] == jnp.arange(num_queries)[:, None]) & jnp.asarray(
+        positive_m, bool
+    )[None, :]
+    if target_b is not None:
+        owned_bm = owned_bm | (
+            jnp.arange(doc_key_m.shape[0])[None, :] == jnp.asarray(target_b)[:, None]
+        )
+    same_mm = (doc_key_m[:, None] == doc_key_m[None, :]).astype(jnp.float32)
+    # [B, M] x [M, M] count of query b's positives sharing column m's key (exact in fp32)
+    return (owned_bm.astype(jnp.float32) @ same_mm) > 0.5
 
 
 def teacher_ranks(labels_bn: jax.Array, mask_bn: jax.Array) -> jax.Array:

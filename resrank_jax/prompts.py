@@ -1,4 +1,6 @@
-"""Text templates and token layouts of the ResRank, E2Rank and generative listwise prompts.
+"""Text templates and token layouts of the ResRank and generative listwise prompts (E2Rank's
+pseudo-query lives in ``resrank_jax/tasks/e2rank.py``, its instructions in
+``resrank_jax/instructions.py``).
 
 The ResRank prompt carries one *slot* token per passage; its input embedding is replaced by
 the passage embedding. Prompts are rendered with the backbone's chat template (ChatML when the
@@ -16,21 +18,11 @@ import numpy as np
 from resrank_jax.tokenizer import TextTokenizer
 
 SLOT = "\x00slot\x00"  # never produced by a real text; split off before tokenisation
-DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
-E2RANK_HEADER = (
-    "Given a web search query and some relevant documents, rerank the documents that answer "
-    "the query:\nDocuments:\n"
-)
 
 
 def truncate_words(text: str, words: int) -> str:
     parts = text.split()
     return text if len(parts) <= words else " ".join(parts[:words])
-
-
-def query_text(query: str, task: str = DEFAULT_TASK) -> str:
-    """Qwen3-Embedding / E2Rank query text (the EOS is appended by the tokenizer)."""
-    return f"Instruct: {task}\nQuery:{query}"
 
 
 def resrank_user_message(query: str, n: int) -> str:
@@ -44,12 +36,6 @@ def resrank_user_message(query: str, n: int) -> str:
         f"Rank the {n} passages above based on their relevance to the search query.",
     ]
     return "\n".join(lines)
-
-
-def e2rank_user_message(query: str, docs: Sequence[str]) -> str:
-    """E2Rank's pseudo-query: the top documents as ``[i] doc`` lines, then the query."""
-    listed = "\n".join(f"[{i + 1}] {d}" for i, d in enumerate(docs))
-    return f"{E2RANK_HEADER}{listed}\nSearch Query: {query}"
 
 
 def rankgpt_user_message(query: str, docs: Sequence[str]) -> str:
@@ -82,10 +68,12 @@ def chat(tokenizer: TextTokenizer, user_message: str) -> str:
 
 @dataclasses.dataclass
 class SlotPrompt:
-    """Token ids of one prompt and the positions of its slot tokens."""
+    """Token ids of one prompt, the positions of its slot tokens, and whether any of its
+    text was cut to fit."""
 
     ids: list[int]
     slot_positions: list[int]
+    truncated: int = 0
 
 
 def tokenize_with_slots(tokenizer: TextTokenizer, text: str, slot_id: int) -> SlotPrompt:

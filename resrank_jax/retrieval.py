@@ -19,7 +19,7 @@ from jax.sharding import PartitionSpec as P
 
 from resrank_jax.losses import NEG
 from resrank_jax.models.encoder import Encoder
-from resrank_jax.rerank.encode import EmbeddingCache, encode_texts
+from resrank_jax.rerank.encode import EmbeddingCache, encode_texts, encoder_fingerprint
 from resrank_jax.sharding import make_mesh
 from resrank_jax.tokenizer import TextTokenizer
 
@@ -43,13 +43,20 @@ def _faiss():
 
 
 class DenseIndex:
-    """``docids`` and L2-normalised ``vectors [M, D]`` of a corpus."""
+    """``docids`` and L2-normalised ``vectors [M, D]`` of a corpus; ``encoder_key``
+    ``(fingerprint, max_length)`` of the encoder that made them (``build`` records it)."""
 
-    def __init__(self, docids: Sequence[str], vectors: np.ndarray) -> None:
+    def __init__(
+        self,
+        docids: Sequence[str],
+        vectors: np.ndarray,
+        encoder_key: tuple[str, int] | None = None,
+    ) -> None:
         if len(docids) != len(vectors):
             raise ValueError(f"{len(docids)} docids for {len(vectors)} vectors")
         self.docids = list(docids)
         self.vectors = np.asarray(vectors, np.float32)
+        self.encoder_key = encoder_key
         self._faiss_index = None  # built on the first faiss search
 
     @classmethod
@@ -72,12 +79,15 @@ class DenseIndex:
             batch_size=batch_size,
             progress="index" if progress else False,
         )
-        return cls(docids, vectors)
+        return cls(docids, vectors, (encoder_fingerprint(encoder, tokenizer), max_length))
 
-    def as_cache(self) -> EmbeddingCache:
-        """The index as a reranker embedding cache (no passage is encoded twice)."""
+    def as_cache(self, corpus: dict[str, str]) -> EmbeddingCache:
+        """The index as a reranker embedding cache (no passage is encoded twice); ``corpus``
+        gives the texts the vectors were made from."""
+        if self.encoder_key is None:
+            raise ValueError("this index does not record its encoder; rebuild it with build()")
         cache = EmbeddingCache()
-        cache._vectors = dict(zip(self.docids, self.vectors, strict=True))
+        cache.add(self.encoder_key, [corpus[d] for d in self.docids], self.vectors)
         return cache
 
     def search(
@@ -127,9 +137,17 @@ class DenseIndex:
         return scores, [[self.docids[i] for i in row] for row in idx]
 
     def save(self, path: str | Path) -> None:
-        np.savez(path, docids=np.array(self.docids, dtype=str), vectors=self.vectors)
+        key = self.encoder_key or ("", 0)
+        np.savez(
+            path,
+            docids=np.array(self.docids, dtype=str),
+            vectors=self.vectors,
+            encoder=np.array(key[0]),
+            max_length=np.array(key[1]),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> DenseIndex:
         with np.load(path, allow_pickle=False) as data:
-            return cls(data["docids"].tolist(), data["vectors"])
+            key = (str(data["encoder"]), int(data["max_length"])) if "encoder" in data else None
+            return cls(data["docids"].tolist(), data["vectors"], key if key and key[0] else None)

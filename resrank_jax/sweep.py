@@ -18,11 +18,13 @@ from pathlib import Path
 from resrank_jax.experiment import baseline_rankers, eval_datasets, evaluate_rankers, run_experiment
 
 ABLATIONS = {
-    "smollm2-135m": "full model (gated residual, dual stage, contrastive + RankNet, end to end)",
-    "smollm2-135m-no-residual": "no residual: score on the reranker's slot states alone",
-    "smollm2-135m-single-stage": "single stage (teacher lists only)",
-    "smollm2-135m-no-contrastive": "no contrastive term (RankNet only)",
-    "smollm2-135m-frozen-encoder": "frozen encoder (not end to end)",
+    "smollm2-135m-spec": "ResRank as published (SPEC defaults: norm_sum residual, reranker "
+    "query, linear projector; dual stage, contrastive + RankNet, end to end)",
+    "smollm2-135m": "our gated variant (gate on the reranker states, encoder query)",
+    "smollm2-135m-no-residual": "SPEC without the residual: slot states alone",
+    "smollm2-135m-single-stage": "SPEC, single stage (teacher lists only)",
+    "smollm2-135m-no-contrastive": "SPEC without the contrastive term (RankNet only)",
+    "smollm2-135m-frozen-encoder": "SPEC with a frozen encoder (not end to end)",
 }
 
 

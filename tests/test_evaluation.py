@@ -93,6 +93,8 @@ def test_eval_cli_several_datasets_give_one_table(tmp_path):
     subprocess.run(cmd, capture_output=True, text=True, check=True)
     metrics = json.loads(metrics_path.read_text())
     assert set(metrics) == {"trec-dl19", "scifact/test"}
+    # TREC DL counts rel >= 2; SciFact's binary TREC-format qrels rel >= 1
+    assert metrics["trec-dl19"]["rel_level"] == 2 and metrics["scifact/test"]["rel_level"] == 1
     assert (
         round(metrics["scifact/test"]["nDCG@10"], 4) == 0.6762
         and metrics["scifact/test"]["queries"] == 300

@@ -216,3 +216,165 @@ def test_sharded_infonce_and_ranknet_equal_single_device():
         *(jax.device_put(x, rows) for x in (scores, labels, mask))
     )
     assert float(sharded_rank) == pytest.approx(float(single_rank), rel=1e-6)
+
+
+def np_infonce_excluding(q, d, pos, tau, excluded):
+    """Loop reference: query ``b``'s softmax runs over the columns not in ``excluded[b]``."""
+    out = []
+    for b in range(q.shape[0]):
+        cols = [m for m in range(d.shape[0]) if m == pos[b] or m not in excluded[b]]
+        logits = np.array([float(q[b] @ d[m]) / tau for m in cols], np.float64)
+        top = logits.max()
+        lse = top + np.log(np.sum(np.exp(logits - top)))
+        out.append(lse - logits[cols.index(pos[b])])
+    return float(np.mean(out))
+
+
+def np_same_doc_excluded(docids, labels, k, pos):
+    """For each query: every column holding a docid of one of its positives (judged, label
+    > 0, or its target), found by comparing docid strings."""
+    b_count = len(docids) // k
+    excluded = []
+    for b in range(b_count):
+        keys = {docids[b * k + j] for j in range(k) if labels[b * k + j] > 0} | {docids[pos[b]]}
+        excluded.append({m for m, doc in enumerate(docids) if doc in keys})
+    return excluded
+
+
+# 3 lists x 3 candidates; "d0" (query 0's target) reappears in query 1's list (column 4),
+# "d7" is a second judged positive of query 2 (column 7, not its target) and reappears in
+# query 0's list (column 2): a negative for query 0, excluded for query 2
+DUP_DOCIDS = ["d0", "d1", "d7", "d3", "d0", "d5", "d6", "d7", "d8"]
+DUP_LABELS = np.array([1, 0, 0, 1, 0, 0, 1, 2, 0])
+DUP_POS = np.array([0, 3, 6])
+
+
+def dup_batch(seed=1):
+    rng = np.random.default_rng(seed)
+    q = unit(rng.normal(size=(3, 8))).astype(np.float32)
+    d = unit(rng.normal(size=(9, 8))).astype(np.float32)
+    keys = np.array([int(s[1:]) for s in DUP_DOCIDS], np.int32)
+    return q, d, keys
+
+
+def test_infonce_without_mask_counts_a_duplicate_positive_as_negative():
+    q, d, _ = dup_batch()
+    got = float(losses.infonce(q, d, DUP_POS, temperature=0.05))
+    naive = np_infonce_excluding(q, d, DUP_POS, 0.05, [set(), set(), set()])
+    assert got == pytest.approx(naive, rel=1e-5)
+    assert naive == pytest.approx(np_infonce(q, d, DUP_POS, 0.05, np.ones(9)), rel=1e-6)
+
+
+def test_same_doc_positive_mask_marks_copies_and_other_judged_positives():
+    _, _, keys = dup_batch()
+    lists = np.repeat(np.arange(3), 3)
+    mask = np.asarray(losses.same_doc_positive_mask(keys, DUP_LABELS > 0, lists, 3))
+    want = np.zeros((3, 9), bool)
+    for b, cols in enumerate(np_same_doc_excluded(DUP_DOCIDS, DUP_LABELS, 3, DUP_POS)):
+        want[b, sorted(cols)] = True
+    np.testing.assert_array_equal(mask, want)
+    assert mask[0, 4] and not mask[0, 2]  # the copy of "d0"; "d7" stays query 0's negative
+    assert mask[2, 7] and mask[2, 2]  # query 2's second positive and its copy
+    # the target is added even when it is not judged (a teacher top-1)
+    unjudged = np.asarray(
+        losses.same_doc_positive_mask(keys, np.zeros(9, bool), lists, 3, target_b=DUP_POS)
+    )
+    assert unjudged[0].nonzero()[0].tolist() == [0, 4] and unjudged[2].nonzero()[0].tolist() == [6]
+
+
+def test_infonce_false_negative_mask_matches_numpy():
+    q, d, keys = dup_batch()
+    lists = np.repeat(np.arange(3), 3)
+    fn_mask = losses.same_doc_positive_mask(keys, DUP_LABELS > 0, lists, 3)
+    got = float(losses.infonce(q, d, DUP_POS, temperature=0.05, false_negative_mask_bm=fn_mask))
+    excluded = np_same_doc_excluded(DUP_DOCIDS, DUP_LABELS, 3, DUP_POS)
+    want = np_infonce_excluding(q, d, DUP_POS, 0.05, excluded)
+    assert got == pytest.approx(want, rel=1e-5)
+    naive = float(losses.infonce(q, d, DUP_POS, temperature=0.05))
+    assert abs(got - naive) > 1e-3
+    # only query 0's duplicate: exactly that column leaves query 0's denominator
+    only_dup = np.zeros((3, 9), bool)
+    only_dup[0, 4] = True
+    got_dup = losses.infonce(q, d, DUP_POS, temperature=0.05, false_negative_mask_bm=only_dup)
+    want_dup = np_infonce_excluding(q, d, DUP_POS, 0.05, [{4}, set(), set()])
+    assert float(got_dup) == pytest.approx(want_dup, rel=1e-5)
+
+
+def test_infonce_excludes_a_judged_positive_that_is_not_the_target():
+    q, d, _ = dup_batch()
+    only_second = np.zeros((3, 9), bool)
+    only_second[2, 7] = True  # query 2's label-2 document, target is column 6
+    got = losses.infonce(q, d, DUP_POS, temperature=0.05, false_negative_mask_bm=only_second)
+    want = np_infonce_excluding(q, d, DUP_POS, 0.05, [set(), set(), {7}])
+    assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_false_negative_mask_keeps_the_target_and_composes_with_doc_mask():
+    q, d, _ = dup_batch()
+    everything = np.ones((3, 9), bool)  # marks the targets too: they must stay in
+    got = losses.infonce(q, d, DUP_POS, temperature=0.05, false_negative_mask_bm=everything)
+    assert float(got) == pytest.approx(0.0, abs=1e-6)  # the target is the only column left
+    doc_mask = np.ones(9, np.int32)
+    doc_mask[8] = 0
+    fn_mask = np.zeros((3, 9), bool)
+    fn_mask[0, 4] = True
+    got = losses.infonce(
+        q, d, DUP_POS, temperature=0.05, doc_mask_m=doc_mask, false_negative_mask_bm=fn_mask
+    )
+    want = np_infonce_excluding(q, d, DUP_POS, 0.05, [{4, 8}, {8}, {8}])
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    # excluded columns get exactly zero gradient through the documents
+    g = jax.grad(
+        lambda dd: losses.infonce(q, dd, DUP_POS, temperature=0.05, false_negative_mask_bm=fn_mask)
+    )(jnp.asarray(d))
+    assert np.isfinite(np.asarray(g)).all()
+    only_q0 = jax.grad(
+        lambda dd: losses.infonce(
+            q[:1], dd, DUP_POS[:1], temperature=0.05, false_negative_mask_bm=fn_mask[:1]
+        )
+    )(jnp.asarray(d))
+    assert float(jnp.abs(only_q0[4]).max()) == 0.0 and float(jnp.abs(only_q0[5]).max()) > 0
+
+
+def test_sharded_false_negative_mask_equals_single_device():
+    """8 lists x 4 candidates on 8 devices, with docids repeated across lists (on other
+    devices): the mask built inside ``jit`` from sharded keys and labels and the masked loss
+    equal the single-device values, which equal the NumPy reference."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from resrank_jax import make_mesh
+
+    mesh = make_mesh((2, 2, 2))
+    rows = NamedSharding(mesh, P(("data", "fsdp")))
+    rng = np.random.default_rng(3)
+    b, k = 8, 4
+    q = unit(rng.normal(size=(b, 16))).astype(np.float32)
+    d = unit(rng.normal(size=(b * k, 16))).astype(np.float32)
+    keys_bk = rng.integers(0, 12, size=(b, k)).astype(np.int32)  # many repeats
+    labels_bk = (rng.random((b, k)) < 0.3).astype(np.float32)
+    labels_bk[:, 0] = 1.0
+    pos = np.arange(b) * k
+    lists = np.repeat(np.arange(b), k)
+
+    def loss(q_bd, d_md, keys, labels, positive):
+        fn_mask = losses.same_doc_positive_mask(
+            keys.reshape(-1), labels.reshape(-1) > 0, lists, b, target_b=positive
+        )
+        value = losses.infonce(
+            q_bd, d_md, positive, temperature=0.03, false_negative_mask_bm=fn_mask
+        )
+        return value, fn_mask
+
+    single, single_mask = loss(q, d, keys_bk, labels_bk, pos)
+    args = [jax.device_put(x, rows) for x in (q, d, keys_bk, labels_bk, pos)]
+    assert len(args[1].sharding.device_set) == 8
+    sharded, sharded_mask = jax.jit(loss)(*args)
+    np.testing.assert_array_equal(np.asarray(sharded_mask), np.asarray(single_mask))
+    assert float(sharded) == pytest.approx(float(single), rel=1e-6)
+    docids = [str(x) for x in keys_bk.reshape(-1)]
+    excluded = np_same_doc_excluded(docids, labels_bk.reshape(-1), k, pos)
+    assert any(len(e) > 1 for e in excluded)
+    want = np_infonce_excluding(q, d, pos, 0.03, excluded)
+    assert float(single) == pytest.approx(want, rel=1e-5)
+    assert abs(float(single) - float(losses.infonce(q, d, pos, temperature=0.03))) > 1e-3

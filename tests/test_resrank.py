@@ -8,8 +8,8 @@ from flax import nnx
 
 from resrank_jax import losses
 from resrank_jax.models.config import ResRankConfig
-from resrank_jax.models.resrank import mean_token_norm
-from tests.tiny_models import synthetic_batch, tiny_resrank
+from resrank_jax.prompts import SlotPrompt, pad_slot_prompts
+from tests.tiny_models import VOCAB, synthetic_batch, tiny_resrank
 
 
 def run(model, passages, passage_mask, batch):
@@ -39,22 +39,109 @@ def test_scores_are_cosines_and_padded_slots_are_masked():
     out = run(model, passages, passage_mask, batch)
     scores = np.asarray(out["scores"])
     assert scores.shape == (2, 3)
-    assert scores[1, 2] <= losses.NEG / 2  # query 2 has two candidates
+    assert scores[1, 2] == losses.NEG  # query 2 has two candidates
+    # reference: cos(h_q, norm(h) + norm(e)) in NumPy from the slot and query states
+    e = np.asarray(out["passage_emb"], np.float64)
+    args = (jnp.asarray(batch.ids), jnp.asarray(batch.mask), jnp.asarray(batch.slot_pos))
+    h, h_q = (np.asarray(x, np.float64) for x in model.contextualize(out["passage_emb"], *args))
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    reference = np.einsum("bd,bnd->bn", unit(h_q), unit(unit(h) + unit(e)))
     valid = batch.slot_mask.astype(bool)
-    assert np.all(np.abs(scores[valid]) <= 1.0 + 1e-6)
+    np.testing.assert_allclose(scores[valid], reference[valid], rtol=0, atol=1e-5)
     np.testing.assert_allclose(
         np.linalg.norm(np.asarray(out["passage_emb"]), axis=-1), 1.0, atol=1e-5
     )
 
 
-def test_slot_inputs_are_spliced_at_slot_positions():
-    model = tiny_resrank()
-    passages, passage_mask, batch = synthetic_batch()
-    e = run(model, passages, passage_mask, batch)["passage_emb"]
-    x = model.slot_inputs(e)
-    # rescale: unit vectors times the mean token-embedding norm
+def _spy_reranker_inputs(model, monkeypatch) -> list[dict]:
+    """Records what ``model.reranker`` is called with (eager calls only)."""
+    calls = []
+    original = type(model.reranker).__call__
+
+    def spy(self, *args, **kwargs):
+        calls.append({k: np.asarray(v) for k, v in kwargs.items() if v is not None})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model.reranker), "__call__", spy)
+    return calls
+
+
+def _phi_reference(model, cfg: ResRankConfig, e: np.ndarray) -> np.ndarray:
+    """``phi(e)`` in NumPy from the model's parameters (float64)."""
+    e = e.astype(np.float64)
+    if cfg.phi == "rescale":
+        table = np.asarray(model.reranker.embed_tokens.embedding[...], np.float64)
+        scale = np.linalg.norm(table, axis=-1).mean()
+        return e / np.linalg.norm(e, axis=-1, keepdims=True) * scale
+    assert cfg.phi == "linear"
+    kernel = np.asarray(model.projector.kernel[...], np.float64)
+    return e @ kernel + np.asarray(model.projector.bias[...], np.float64)
+
+
+@pytest.mark.parametrize(
+    "cfg", [ResRankConfig(), ResRankConfig(phi="linear")], ids=["rescale", "linear"]
+)
+def test_reranker_reads_phi_e_at_slots_and_token_embeddings_elsewhere(cfg, monkeypatch):
+    model = tiny_resrank(cfg)
+    passages, passage_mask, batch = synthetic_batch()  # lists of 3 and 2 passages
+    length = batch.ids.shape[1]
+    real = batch.slot_mask.astype(bool)
+    assert batch.mask[1, 0] == 0, "the shorter prompt is left-padded"
+    assert batch.slot_pos[1, 2] == length and not real[1, 2], "its third slot is padding"
+    e = np.array(run(model, passages, passage_mask, batch)["passage_emb"])
+    # the padded slot carries a vector of its own: it must not land anywhere in the prompt
+    e[~real] = np.random.default_rng(1).normal(size=(int((~real).sum()), e.shape[-1]))
+    calls = _spy_reranker_inputs(model, monkeypatch)
+    model.contextualize(
+        jnp.asarray(e), jnp.asarray(batch.ids), jnp.asarray(batch.mask), jnp.asarray(batch.slot_pos)
+    )
+    (call,) = calls
+    np.testing.assert_array_equal(call["attention_mask_bl"], batch.mask)
+    phi = np.asarray(model.slot_inputs(jnp.asarray(e)))
+    np.testing.assert_allclose(phi, _phi_reference(model, cfg, e), rtol=1e-5, atol=1e-6)
+    expected = np.array(model.reranker.embed(jnp.asarray(batch.ids)))  # token embeddings
+    for b, k in zip(*np.nonzero(real), strict=True):
+        expected[b, batch.slot_pos[b, k]] = phi[b, k]
+    inputs = call["inputs_embeds_bld"]
+    assert inputs.shape == expected.shape
+    np.testing.assert_allclose(inputs, expected, rtol=0, atol=1e-6)
+    # the slots really differ from the pad token's embedding they replace
+    slot_rows = inputs[np.nonzero(real)[0], batch.slot_pos[real]]
+    pad_row = np.asarray(model.reranker.embed(jnp.zeros((1, 1), jnp.int32)))[0, 0]
+    assert np.abs(slot_rows - pad_row).max(axis=-1).min() > 1e-3
+
+
+def test_padding_n_to_a_bucket_leaves_scores_unchanged():
+    """N = 5 real slots vs the same 5 padded to 8 (padded slots point past the prompt and
+    carry random vectors): the 5 scores agree to fp32 rounding, the 3 padded ones are NEG."""
+    model = tiny_resrank(ResRankConfig(residual="alpha", query_vector="last_plus_encoder"))
+    rng = np.random.default_rng(3)
+    ids = [int(i) for i in rng.integers(1, VOCAB, 6)]
+    slots = list(range(len(ids), len(ids) + 5))
+    ids += [0] * 5 + [int(i) for i in rng.integers(1, VOCAB, 3)]
+    prompt = SlotPrompt(ids, slots)
+    e = rng.normal(size=(1, 8, 32)).astype(np.float32)
+    e /= np.linalg.norm(e, axis=-1, keepdims=True)
+    query = rng.normal(size=(1, 32)).astype(np.float32)
+    jitted = jax.jit(lambda m, e, q, *p: m.score(e, *p, q))
+
+    def score(model, e, p, query):
+        return jitted(model, e, query, p.ids, p.mask, p.slot_pos, p.slot_mask)
+
+    exact = pad_slot_prompts([prompt], pad_id=0)
+    padded = pad_slot_prompts([prompt], pad_id=0, n_slots=8)
+    assert exact.slot_pos.shape == (1, 5) and padded.slot_pos[0, 5:].tolist() == [len(ids)] * 3
+    five = np.asarray(score(model, e[:, :5], exact, query))
+    eight = np.asarray(score(model, e, padded, query))
+    np.testing.assert_allclose(eight[:, :5], five, rtol=0, atol=1e-6)
+    assert (eight[:, 5:] == losses.NEG).all()
+    # a bucketed prompt (left-padded to 32 tokens) gives the same scores too
+    bucketed = pad_slot_prompts([prompt], pad_id=0, pad_to=32, n_slots=8)
     np.testing.assert_allclose(
-        np.linalg.norm(np.asarray(x), axis=-1), float(mean_token_norm(model.reranker)), rtol=1e-5
+        np.asarray(score(model, e, bucketed, query))[:, :5], five, rtol=0, atol=1e-5
     )
 
 

@@ -40,9 +40,10 @@ def test_sharded_top_k_equals_numpy_on_scifact(scifact, tmp_path):
     index.save(tmp_path / "index.npz")
     again = DenseIndex.load(tmp_path / "index.npz")
     assert again.docids == index.docids and np.array_equal(again.vectors, index.vectors)
-    cache = index.as_cache()
+    assert again.encoder_key == index.encoder_key is not None
+    cache = again.as_cache(corpus)
     vectors, encoded = cache.get_or_encode(
-        index.docids[:5], [corpus[d] for d in index.docids[:5]], None
+        index.encoder_key, [corpus[d] for d in index.docids[:5]], None
     )
     assert encoded == 0 and np.array_equal(vectors, index.vectors[:5])
 

@@ -1,4 +1,6 @@
-"""Tokenizer checks at load time: EOS/pad present, pooling token appended, padding side."""
+"""Tokenizer checks at load time: EOS/pad present, pooling token appended, padding side.
+(Per-model conventions, Qwen's <|endoftext|> and sentence-transformers pooling:
+test_pooling_conventions.py.)"""
 
 import warnings
 
@@ -12,12 +14,12 @@ from resrank_jax.tokenizer import TextTokenizer, TokenizerCheckError, bucket_len
 WORDS = ["<pad>", "<eos>", "<unk>", "[CLS]", "[SEP]", "a", "man", "is", "eating", "food", "."]
 
 
-def word_tokenizer(*, append_eos=False, bert=False, **special):
+def word_tokenizer(*, appends=None, bert=False, **special):
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(" ", "removed")
-    if append_eos:
+    if appends is not None:  # a post-processor that appends this token to every text
         tok.post_processor = processors.TemplateProcessing(
-            single="$A <eos>", special_tokens=[("<eos>", 1)]
+            single=f"$A {appends}", special_tokens=[(appends, WORDS.index(appends))]
         )
     if bert:
         tok.post_processor = processors.TemplateProcessing(
@@ -47,11 +49,18 @@ def test_missing_pad_is_an_error_unless_given():
     assert tok.pad_id == 1
 
 
-def test_tokenizer_that_appends_eos_itself_is_rejected():
-    with pytest.raises(TokenizerCheckError, match="already appends EOS"):
-        TextTokenizer(
-            word_tokenizer(append_eos=True, eos_token="<eos>", pad_token="<pad>"), pooling="last"
-        )
+def test_tokenizer_that_appends_the_pooling_token_itself_is_used_once():
+    hf = word_tokenizer(appends="<eos>", eos_token="<eos>", pad_token="<pad>")
+    assert hf("a man")["input_ids"] == [5, 6, 1]
+    tok = TextTokenizer(hf, pooling="last")
+    assert not tok.appends_pooling_token
+    np.testing.assert_array_equal(tok.encode(["a man", "a"]).input_ids, [[5, 6, 1], [0, 5, 1]])
+
+
+def test_tokenizer_that_appends_another_token_is_refused():
+    hf = word_tokenizer(appends="[SEP]", eos_token="<eos>", pad_token="<pad>", sep_token="[SEP]")
+    with pytest.raises(TokenizerCheckError, match=r"appends \['\[SEP\]'\].*pools on '<eos>'"):
+        TextTokenizer(hf, pooling="last")
 
 
 def test_mean_pooling_needs_cls_and_sep():

@@ -6,16 +6,26 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from resrank_jax import make_mesh
 from resrank_jax.config import OptimConfig, StageConfig, _load_presets, resolve_config
+from resrank_jax.models.build import state_shardings
 from resrank_jax.train.batches import BatchBuilder, ListIterator
 from resrank_jax.train.loop import load_lists, run_training
-from resrank_jax.train.models import build_model
-from resrank_jax.train.state import build_stage_step, make_optimizer, trainable_labels
+from resrank_jax.train.models import build_model, build_task
+from resrank_jax.train.objective import compute_loss
+from resrank_jax.train.state import (
+    batch_shardings,
+    build_stage_step,
+    make_optimizer,
+    make_train_step,
+    trainable_labels,
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,18 +33,20 @@ def setup():
     cfg = resolve_config("tiny", ["data.max_queries=8", "mesh=(2,2,2)", "stages.0.lr=1e-2"])
     mesh = make_mesh(cfg.mesh)
     model, enc_tok, rr_tok = build_model(cfg.model, mesh, cfg.seed)
+    task = build_task(cfg, enc_tok, rr_tok)
     lists, _ = load_lists(cfg)
-    builder = BatchBuilder.from_config(lists, enc_tok, rr_tok, cfg)
-    return cfg, mesh, model, builder
+    return cfg, mesh, model, task, BatchBuilder(lists, task)
 
 
 def test_state_shardings_follow_rules_and_loss_falls_with_one_compile(setup):
-    cfg, mesh, model, builder = setup
+    cfg, mesh, model, task, builder = setup
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params = jax.tree.map(jnp.copy, params)  # the step donates its state
     stage = cfg.stages[0]
     batch_np = builder.batch(np.arange(8), "qrels")
-    built = build_stage_step(graphdef, rest, params, stage, 12, cfg, mesh, batch_np, grad_accum=1)
+    built = build_stage_step(
+        graphdef, rest, params, stage, 12, cfg, task, mesh, batch_np, grad_accum=1
+    )
     state = built.init_state(params)
     kernel = state["params"]["reranker"]["layers"][0]["mlp"]["up_proj"]["kernel"][...]
     assert kernel.sharding.spec == P("fsdp", "tensor")
@@ -57,7 +69,7 @@ def test_state_shardings_follow_rules_and_loss_falls_with_one_compile(setup):
 
 
 def test_partly_frozen_stage_with_an_lr_group_shards_and_steps(setup):
-    cfg, mesh, model, builder = setup
+    cfg, mesh, model, task, builder = setup
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params = jax.tree.map(jnp.copy, params)
     stage = StageConfig(
@@ -68,7 +80,9 @@ def test_partly_frozen_stage_with_an_lr_group_shards_and_steps(setup):
         lr_scale=(("projector/.*", 10.0),),
     )
     batch_np = builder.batch(np.arange(8), "qrels")
-    built = build_stage_step(graphdef, rest, params, stage, 4, cfg, mesh, batch_np, grad_accum=1)
+    built = build_stage_step(
+        graphdef, rest, params, stage, 4, cfg, task, mesh, batch_np, grad_accum=1
+    )
     state = built.init_state(params)
     batch = {k: jax.device_put(v, built.batch_shardings[k]) for k, v in batch_np.items()}
     before = jax.tree.map(np.asarray, state["params"])
@@ -92,26 +106,68 @@ def _at(tree, path):
     return tree[...]
 
 
-def test_grad_accumulation_averages_microbatches(setup):
-    cfg, mesh, model, builder = setup
+def _recording_tx() -> optax.GradientTransformation:
+    """An "optimizer" that changes nothing and keeps the gradients it was given as its state,
+    so the step's (accumulated) gradients can be read back exactly."""
+    return optax.GradientTransformation(
+        lambda params: jax.tree.map(jnp.zeros_like, params),
+        lambda grads, state, params=None: (jax.tree.map(jnp.zeros_like, grads), grads),
+    )
+
+
+@pytest.mark.parametrize(
+    "weights", [(("rank", 2.0), ("ret", 1.0)), (("rank", 2.0),)], ids=["rank+ret", "rank"]
+)
+def test_grad_accumulation_averages_microbatch_gradients(setup, weights):
+    """``make_train_step`` with ``grad_accum=2`` on 8 lists hands the optimizer the mean of
+    the gradients of lists 0-3 and 4-7, each taken alone with ``jax.grad`` (the reference).
+    Both terms are batch means (RankNet over the batch's pairs, InfoNCE over its in-batch
+    negatives), so the full-batch gradient is not the reference: the microbatch mean is."""
+    cfg, mesh, model, task, builder = setup
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    stage = cfg.stages[0]
-    full = builder.batch(np.arange(8), "qrels")
-    halves = [builder.batch(np.arange(4), "qrels"), builder.batch(np.arange(4, 8), "qrels")]
+    indices = np.arange(8)
+    full = builder.batch(indices, "qrels")
+    halves = [builder.batch(i, "qrels", batch_indices=indices) for i in (indices[:4], indices[4:])]
 
-    def first_step(batch_np, accum):
-        built = build_stage_step(
-            graphdef, rest, params, stage, 4, cfg, mesh, batch_np, grad_accum=accum
+    def loss(p, batch):
+        return compute_loss(task, nnx.merge(graphdef, p, rest), batch, dict(weights), cfg.loss)
+
+    grad_fn = jax.jit(jax.grad(loss, has_aux=True))
+    (g0, m0), (g1, m1) = (grad_fn(params, h) for h in halves)
+    expected = nnx.to_flat_state(jax.tree.map(lambda a, b: (a + b) / 2, g0, g1))
+
+    tx = _recording_tx()
+    param_sh = state_shardings(params, mesh)
+    shardings = {"params": param_sh, "opt_state": param_sh, "step": NamedSharding(mesh, P())}
+    batch_sh = batch_shardings(full, mesh)
+    step_fn = make_train_step(
+        graphdef, rest, tx, lambda _: 0.0, dict(weights), cfg.loss, task, 2, shardings, batch_sh
+    )
+    state = jax.device_put(
+        {"params": jax.tree.map(jnp.copy, params), "opt_state": tx.init(params), "step": 0},
+        shardings,
+    )
+    batch = {k: jax.device_put(v, batch_sh[k]) for k, v in full.items()}
+    state, metrics = step_fn(state, batch)
+    accumulated = nnx.to_flat_state(state["opt_state"])
+
+    assert [p for p, _ in accumulated] == [p for p, _ in expected]
+    # per-leaf tolerance, floored at 1e-6 of the largest gradient: some gradients are zero up
+    # to rounding (attention is invariant to the key bias)
+    floor = 1e-6 * max(float(np.abs(np.asarray(v[...])).max()) for _, v in expected)
+    moved = set()
+    for (path, got), (_, want) in zip(accumulated, expected, strict=True):
+        got, want = np.asarray(got[...]), np.asarray(want[...])
+        scale = float(np.abs(want).max())
+        if scale > 1e3 * floor:
+            moved.add(path[0])
+        np.testing.assert_allclose(
+            got, want, rtol=1e-4, atol=max(1e-5 * scale, floor), err_msg="/".join(map(str, path))
         )
-        state = built.init_state(jax.tree.map(jnp.copy, params))
-        batch = {k: jax.device_put(v, built.batch_shardings[k]) for k, v in batch_np.items()}
-        return built.step_fn(state, batch)[1]
-
-    accumulated = first_step(full, 2)
-    separate = [first_step(h, 1) for h in halves]
-    for key in ("loss", "loss/rank", "loss/ret"):
-        expected = np.mean([float(m[key]) for m in separate])
-        assert float(accumulated[key]) == pytest.approx(expected, rel=1e-5), key
+    assert moved == {"encoder", "reranker", "projector"}, moved
+    for key in ("loss", *(f"loss/{name}" for name, _ in weights)):
+        expected_loss = (float(m0[key]) + float(m1[key])) / 2
+        assert float(metrics[key]) == pytest.approx(expected_loss, rel=1e-5), key
 
 
 def test_iterator_is_deterministic_and_resumable():
@@ -155,7 +211,7 @@ def test_bad_runtime_configs_fail_before_any_step(tmp_path):
             tmp_path / "c",
             progress=False,
         )
-    with pytest.raises(ValueError, match=r"data\.passage_max_length=4096 exceeds the encoder's"):
+    with pytest.raises(ValueError, match=r"passage_max_length=4096 exceeds the encoder's"):
         run_training(
             resolve_config("tiny", ["data.passage_max_length=4096"]),
             tmp_path / "d",

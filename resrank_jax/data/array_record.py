@@ -3,9 +3,9 @@ back by random access (``tfds.data_source``), so a run need not tokenise or hold
 
 One example per list holds its ``ListRows`` (``resrank_jax.train.batches``): ``passage_ids``
 / ``passage_mask [n, Lp]``, ``query_ids`` / ``query_mask [Lq]``, ``prompt_ids [l]``,
-``slot_pos [n]`` (empty for E2Rank), ``qrels_labels`` / ``teacher_labels [n]``; the
-``BatchLayout``, tokenizer stats and list counts go to the dataset's metadata. Examples keep
-the list order (shuffling disabled), so index ``i`` is list ``i`` and batches equal the
+``slot_pos [n]`` (empty without slots), ``qrels_labels`` / ``teacher_labels [n]``,
+``doc_key [n]``; the ``BatchLayout``, tokenizer stats and list counts go to the dataset's
+metadata. Examples keep the list order (shuffling disabled), so index ``i`` is list ``i`` and batches equal the
 in-memory ``BatchBuilder``'s bit for bit.
 
 Neither writing nor reading needs TensorFlow: a ``GeneratorBasedBuilder`` encodes examples
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from resrank_jax.config import TrainConfig
-from resrank_jax.train.batches import BatchLayout, ListBatches, ListRows
+from resrank_jax.tasks import Task
+from resrank_jax.train.batches import ListBatches, ListRows
 
 try:
     import tensorflow_datasets as tfds
@@ -38,7 +39,7 @@ class TokenisedLists(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Writes ``ListRows`` as one ArrayRecord split ``train`` under
     ``data_dir/tokenised_lists/<config>/<VERSION>``."""
 
-    VERSION = tfds.core.Version("1.1.0")  # 1.1.0: layout metadata without prompt_length
+    VERSION = tfds.core.Version("1.2.0")  # 1.2.0: doc_key; layout of K and Lp only
 
     def __init__(
         self, rows: Sequence[ListRows], metadata: dict, *, data_dir: Path, config: str
@@ -64,6 +65,7 @@ class TokenisedLists(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "slot_pos": tensor(None),
             "qrels_labels": tensor(None, dtype=np.float32),
             "teacher_labels": tensor(None, dtype=np.float32),
+            "doc_key": tensor(None),
         }
         return tfds.core.DatasetInfo(
             builder=self,
@@ -115,9 +117,9 @@ def write(batches: ListBatches, list_counts: dict, data_dir: str | Path, name: s
     builder.download_and_prepare()
 
 
-def read(data_dir: str | Path, name: str) -> tuple[ListBatches, dict]:
-    """``(batches drawing rows from the dataset by random access, list counts)``."""
+def read(data_dir: str | Path, name: str, task: Task) -> tuple[ListBatches, dict]:
+    """``(batches drawing rows from the dataset by random access, list counts)``; ``task``
+    pads the prompts (the dataset name fingerprints the recipe the rows were made with)."""
     source = tfds.data_source(name, split="train", data_dir=str(data_dir), download=False)
     metadata = source.dataset_info.metadata
-    layout = BatchLayout(**metadata["layout"])
-    return ListBatches(source, layout, dict(metadata["stats"])), dict(metadata["list_counts"])
+    return ListBatches(source, task, dict(metadata["stats"])), dict(metadata["list_counts"])

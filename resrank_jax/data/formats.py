@@ -16,7 +16,7 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from resrank_jax.rerank.base import Candidate
 
@@ -152,22 +152,39 @@ def read_candidates(
     return out
 
 
-def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
-    """TREC qrels (``qid iter docid rel``) or BEIR TSV (``query-id corpus-id score`` header)."""
-    path, qrels = Path(path), {}
+QrelsFormat = Literal["beir", "trec"]
+"""Where qrels come from: ``"beir"`` (BEIR TSV, ``query-id corpus-id score``) or ``"trec"``
+(``qid iter docid rel``). It decides the default relevance level of binary measures."""
+
+
+def read_qrels_with_format(path: str | Path) -> tuple[dict[str, dict[str, int]], QrelsFormat]:
+    """Qrels and the format they were written in: ``"beir"`` for 3-column rows (with or
+    without the ``query-id corpus-id score`` header), ``"trec"`` for ``qid iter docid rel``.
+    A file mixing both is an error."""
+    path, qrels, fmt = Path(path), {}, None
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             parts = line.split()
-            if not parts or (number == 1 and parts[0] == "query-id"):
+            if not parts:
+                continue
+            if number == 1 and parts[0] == "query-id":
+                fmt = "beir"
                 continue
             if len(parts) == 4:
                 qid, _, docid, rel = parts
+                row_fmt = "trec"
             elif len(parts) == 3:
                 qid, docid, rel = parts
+                row_fmt = "beir"
             else:
                 raise DataFormatError(
                     path, number, f"expected 'qid 0 docid rel', got {line.strip()!r}"
                 )
+            if fmt not in (None, row_fmt):
+                raise DataFormatError(
+                    path, number, f"{len(parts)}-column row in {fmt.upper()}-format qrels"
+                )
+            fmt = row_fmt
             try:
                 grade = int(rel)
             except ValueError:
@@ -179,7 +196,12 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
             qrels[qid][docid] = grade
     if not qrels:
         raise DataFormatError(path, None, "no judgments in file")
-    return qrels
+    return qrels, fmt
+
+
+def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """TREC qrels (``qid iter docid rel``) or BEIR TSV (``query-id corpus-id score`` header)."""
+    return read_qrels_with_format(path)[0]
 
 
 def read_run(path: str | Path) -> dict[str, dict[str, float]]:

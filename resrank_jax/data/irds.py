@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
-from resrank_jax.data.formats import QueryCandidates
+from resrank_jax.data.formats import QrelsFormat, QueryCandidates
 from resrank_jax.rerank.base import Candidate
 
 
@@ -96,6 +96,14 @@ def load_irds(
     for q in dataset.qrels_iter():
         qrels[q.query_id][q.doc_id] = int(q.relevance)
     return out, dict(qrels)
+
+
+def irds_qrels_format(dataset_id: str) -> QrelsFormat:
+    """The qrels convention of an ir_datasets id: ``"trec"`` for TREC Deep Learning ids (a
+    ``trec-dl*`` component, e.g. ``msmarco-passage/trec-dl-2019/judged``), whose binary
+    measures count rel >= 2; ``"beir"`` (rel >= 1, trec_eval's default) for every other id,
+    e.g. ``beir/trec-covid`` or the repository's ``resrank/scifact/test``."""
+    return "trec" if any(part.startswith("trec-dl") for part in dataset_id.split("/")) else "beir"
 
 
 def register_repo_collections(data_dir: str | Path) -> None:

@@ -9,6 +9,19 @@ from collections.abc import Mapping
 import ir_measures
 from ir_measures import AP, RR, R, nDCG
 
+from resrank_jax.data.formats import QrelsFormat
+
+REL_LEVELS: dict[QrelsFormat, int] = {"beir": 1, "trec": 2}
+"""Relevance level of binary measures by qrels format: BEIR counts rel >= 1, TREC DL rel >= 2."""
+
+
+def default_rel_level(qrels_format: QrelsFormat, qrels: Mapping[str, Mapping[str, int]]) -> int:
+    """``REL_LEVELS[qrels_format]``, lowered to 1 for TREC-format qrels with no grade >= 2
+    (binary judgments written as TREC, like ``data/scifact/qrels.test.txt``): rel >= 2 would
+    count nothing relevant there."""
+    top = max((grade for docs in qrels.values() for grade in docs.values()), default=0)
+    return min(REL_LEVELS[qrels_format], max(top, 1))
+
 
 def default_measures(rel_level: int = 1) -> dict[str, object]:
     """nDCG@10 (graded), and MRR@10, R@100, MAP with relevance >= ``rel_level`` (TREC DL: 2)."""

@@ -18,6 +18,7 @@ from resrank_jax.hf.key_map import detect_prefix, rules_for
 from resrank_jax.hf.tensors import SafetensorsDir, check_keys
 from resrank_jax.models.build import Backbone, backbone_from_arrays
 from resrank_jax.models.config import BackboneConfig, BertConfig
+from resrank_jax.pooling_conventions import pooling_convention
 from resrank_jax.tokenizer import Pooling, TextTokenizer
 
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"]
@@ -87,17 +88,22 @@ def load_backbone(
         mesh: the mesh to place params on (default: one device); shardings follow
             ``resrank_jax.sharding.LOGICAL_AXIS_RULES``.
         dtype / param_dtype: compute and parameter dtypes.
-        pooling: the pooling the tokenizer is checked for (default ``last`` for decoders,
-            ``mean`` for BERT).
+        pooling: overrides the pooling of the model's convention (default: decided by
+            ``resrank_jax.pooling_conventions.pooling_convention`` from the family and the
+            directory: Qwen pools ``<|endoftext|>``, BERT what its sentence-transformers
+            ``1_Pooling/config.json`` says, else mean; other decoders their EOS).
         pad_token: pad token to use when the tokenizer has none.
 
     Returns:
-        ``(model, tokenizer)``; the tokenizer is ``None`` when the source ships none.
+        ``(model, tokenizer)``; the tokenizer is ``None`` when the source ships none. The
+        convention is ``tokenizer.convention`` and ``model.pooling_convention`` (which
+        ``Encoder(model)`` pools by).
 
     Raises:
         CheckpointKeyError: missing or unexpected tensors, all named.
         UnsupportedModelError: an architecture resrank_jax does not implement.
         TokenizerCheckError: EOS/pad/pooling-token problems.
+        UnsupportedPoolingError: a sentence-transformers pooling resrank_jax cannot reproduce.
     """
     path = resolve_source(source, revision)
     overrides = dict(
@@ -132,9 +138,12 @@ def load_backbone(
             from transformers import AutoTokenizer
 
             hf_tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
-    model = backbone_from_arrays(cfg, _state_arrays(cfg, tensors, str(path)), mesh=mesh)
-    tokenizer = None
+    convention = pooling_convention(
+        hf_tok, family=cfg.family, model_dir=None if path.is_file() else path, pooling=pooling
+    )
+    tokenizer = None  # checked before the weights load: a wrong tokenizer fails fast
     if hf_tok is not None:
-        default_pooling: Pooling = "mean" if isinstance(cfg, BertConfig) else "last"
-        tokenizer = TextTokenizer(hf_tok, pooling=pooling or default_pooling, pad_token=pad_token)
+        tokenizer = TextTokenizer(hf_tok, pad_token=pad_token, convention=convention)
+    model = backbone_from_arrays(cfg, _state_arrays(cfg, tensors, str(path)), mesh=mesh)
+    model.pooling_convention = convention  # read by Encoder(model)
     return model, tokenizer

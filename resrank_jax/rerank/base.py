@@ -65,6 +65,11 @@ class Ranker(abc.ABC):
     @abc.abstractmethod
     def _rank(self, query: str, candidates: list[Candidate]) -> Ranking: ...
 
+    def for_dataset(self, instructions: str) -> Ranker:
+        """This ranker with a dataset's instructions (``resrank_jax.instructions``); rankers
+        without instructions return themselves."""
+        return self
+
 
 class IdentityRanker(Ranker):
     """Keeps the first-stage (BM25) order; scores are ``N - position``."""

@@ -1,17 +1,20 @@
 """Batched, bucketed text encoding with an embedding cache (the unified dense index).
 
 Batches have a fixed row count and lengths rounded up to a power of two, so a corpus of any
-size compiles a handful of shapes. Embeddings are cached by docid: reranking reuses what
-retrieval computed, and a text is tokenised and encoded once.
+size compiles a handful of shapes. Embeddings are cached by encoder, length and text:
+reranking reuses what retrieval computed, and a text is tokenised and encoded once.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from tqdm.auto import tqdm
 
 from resrank_jax.models.encoder import Encoder
@@ -54,45 +57,97 @@ def encode_texts(
     return out
 
 
+def encoder_fingerprint(encoder: Encoder, tokenizer: TextTokenizer) -> str:
+    """A key of what an encoder computes: parameter shapes and per-tensor sums and sums of
+    squares (any trained change moves them), pooling, and the tokenizer's vocabulary size."""
+    leaves = jax.tree.leaves(nnx.state(encoder, nnx.Param))
+    sums = jax.device_get(
+        [
+            (jnp.sum(x.astype(jnp.float32)), jnp.sum(jnp.square(x.astype(jnp.float32))))
+            for x in leaves
+        ]
+    )
+    parts = [
+        encoder.pooling,
+        str(len(tokenizer.hf)),
+        *(f"{x.shape}:{a:.9e}:{b:.9e}" for x, (a, b) in zip(leaves, sums, strict=True)),
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def text_key(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+class CacheMismatchError(ValueError):
+    """A saved embedding cache was made by another encoder or passage length."""
+
+
 class EmbeddingCache:
-    """``docid -> embedding`` for one encoder; ``.npz`` on disk (no pickle)."""
+    """Passage vectors keyed by ``(encoder fingerprint, max length, text hash)``: vectors of
+    two encoders, two lengths or two texts with one docid (DL19 and SciFact share docids) can
+    never be mixed. ``.npz`` on disk (no pickle) records the key of each vector."""
 
     def __init__(self) -> None:
-        self._vectors: dict[str, np.ndarray] = {}
-
-    def __contains__(self, docid: str) -> bool:
-        return docid in self._vectors
+        self._vectors: dict[tuple[str, int, str], np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self._vectors)
 
+    def encoders(self) -> set[tuple[str, int]]:
+        """The ``(fingerprint, max_length)`` pairs that have vectors here."""
+        return {(f, n) for f, n, _ in self._vectors}
+
     def get_or_encode(
-        self,
-        docids: Sequence[str],
-        texts: Sequence[str],
-        encode_fn,
+        self, encoder_key: tuple[str, int], texts: Sequence[str], encode_fn
     ) -> tuple[np.ndarray, int]:
-        """Embeddings ``[N, D]`` for ``docids``; encodes only the missing ones with
-        ``encode_fn(texts)``. Returns the array and how many were encoded."""
-        missing: dict[str, str] = {}
-        for d, t in zip(docids, texts, strict=True):
-            if missing.setdefault(d, t) != t:
-                raise ValueError(f"docid {d!r} appears with two different texts")
-        missing = {d: t for d, t in missing.items() if d not in self._vectors}
+        """Embeddings ``[N, D]`` of ``texts`` under ``encoder_key`` ``(fingerprint,
+        max_length)``; encodes only the missing ones with ``encode_fn(texts)``. Returns the
+        array and how many were encoded."""
+        keys = [(*encoder_key, text_key(t)) for t in texts]
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._vectors}
         if missing:
             vectors = encode_fn(list(missing.values()))
             self._vectors.update(zip(missing, vectors, strict=True))
-        return np.stack([self._vectors[d] for d in docids]), len(missing)
+        return np.stack([self._vectors[k] for k in keys]), len(missing)
+
+    def add(self, encoder_key: tuple[str, int], texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Stores ``vectors [N, D]`` of ``texts`` under ``encoder_key``."""
+        keys = [(*encoder_key, text_key(t)) for t in texts]
+        self._vectors.update(zip(keys, vectors, strict=True))
 
     def save(self, path: str | Path) -> None:
-        ids = list(self._vectors)
+        keys = list(self._vectors)
         np.savez(
-            path, docids=np.array(ids, dtype=str), vectors=np.stack([self._vectors[i] for i in ids])
+            path,
+            encoders=np.array([k[0] for k in keys], dtype=str),
+            max_lengths=np.array([k[1] for k in keys], np.int64),
+            texts=np.array([k[2] for k in keys], dtype=str),
+            vectors=np.stack([self._vectors[k] for k in keys]),
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> EmbeddingCache:
+    def load(cls, path: str | Path, expect: tuple[str, int] | None = None) -> EmbeddingCache:
+        """The cache saved at ``path``; with ``expect`` (an encoder key) a file holding
+        vectors of any other encoder or length is refused (``CacheMismatchError``)."""
         cache = cls()
         with np.load(path, allow_pickle=False) as data:
-            cache._vectors = dict(zip(data["docids"].tolist(), data["vectors"], strict=True))
+            if "encoders" not in data:
+                raise CacheMismatchError(
+                    f"{path}: an embedding cache without encoder keys (made before they were "
+                    "recorded); delete it"
+                )
+            keys = zip(
+                data["encoders"].tolist(),
+                data["max_lengths"].tolist(),
+                data["texts"].tolist(),
+                strict=True,
+            )
+            cache._vectors = dict(zip(keys, data["vectors"], strict=True))
+        found = cache.encoders()
+        if expect is not None and found - {expect}:
+            raise CacheMismatchError(
+                f"{path}: vectors of encoder/length {sorted(found - {expect})}, not of this "
+                f"ranker's {expect}; use another --embedding-cache file"
+            )
         return cache

@@ -3,19 +3,20 @@ weights)."""
 
 from __future__ import annotations
 
-from flax import nnx
-
 from resrank_jax.hf.load import load_backbone
 from resrank_jax.hf.packaged import PACKAGED, packaged_weights
 from resrank_jax.models.bert import Bert
 from resrank_jax.models.config import ResRankConfig
 from resrank_jax.models.encoder import Encoder
-from resrank_jax.models.resrank import ResRank
 from resrank_jax.rerank.base import IdentityRanker, Ranker
-from resrank_jax.rerank.embedding_rankers import DenseRanker, E2RankRanker, ResRankRanker
+from resrank_jax.rerank.encode import EmbeddingCache
 from resrank_jax.rerank.generative import GenerativeRanker
+from resrank_jax.rerank.model_ranker import ModelRanker
+from resrank_jax.tasks import TASKS, Recipe, get_task
+from resrank_jax.tasks.dense import DenseTask
 
-RANKERS = ("bm25", "identity", "dense", "e2rank", "resrank", "resrank-window", "generative")
+RANKERS = ("bm25", "identity", *TASKS, "resrank-window", "generative")
+ZERO_SHOT_PASSAGE_LENGTH = 256
 
 
 def resolve_model(source: str, dtype: str = "float32"):
@@ -25,20 +26,27 @@ def resolve_model(source: str, dtype: str = "float32"):
     return load_backbone(path, dtype=dtype, param_dtype=dtype)
 
 
+def task_and_window(name: str) -> tuple[str, tuple[int, int] | None]:
+    """``resrank-window`` is ResRank with RankGPT's 20/10 windows; other names are tasks."""
+    return ("resrank", (20, 10)) if name == "resrank-window" else (name, None)
+
+
 def build_ranker(
     name: str,
     *,
     checkpoint: str | None = None,
     model: str | None = None,
     reranker: str | None = None,
-    passage_max_length: int = 256,
+    passage_max_length: int | None = None,
     resrank_config: ResRankConfig | None = None,
     dtype: str = "float32",
 ) -> Ranker:
-    """A ranker by name. ``model`` is the encoder (dense, e2rank, resrank) or the generator
-    (generative); ``reranker`` the ResRank Reranker-LLM (default: the same source as
-    ``model``). ``dtype`` (``float32``/``bfloat16``) is the params' and compute dtype of
-    ``model``/``reranker``. ResRank built this way is zero-shot (untrained fusion)."""
+    """A ranker by name. ``checkpoint``: a training run, ranked with its own recipe (prompt
+    settings, lengths, instructions); ``passage_max_length`` overrides the run's. Otherwise
+    ``model`` is the encoder (dense, e2rank, resrank) or the generator (generative) and
+    ``reranker`` the ResRank Reranker-LLM (default: the same source as ``model``), zero-shot
+    (ResRank's fusion untrained). ``dtype`` (``float32``/``bfloat16``) is the params' and
+    compute dtype of ``model``/``reranker``."""
     if name not in RANKERS:
         raise ValueError(f"unknown ranker {name!r}; choose from {', '.join(RANKERS)}")
     if name in ("bm25", "identity"):
@@ -50,39 +58,52 @@ def build_ranker(
     backbone, tokenizer = resolve_model(model, dtype)
     if tokenizer is None:
         raise ValueError(f"{model}: no tokenizer found next to the weights")
-    kw = dict(passage_max_length=passage_max_length)
-    if name == "dense":
-        return DenseRanker(Encoder(backbone), tokenizer, **kw)
-    if isinstance(backbone, Bert) and name in ("e2rank", "generative"):
-        raise ValueError(f"ranker {name!r} needs a decoder LM; {model} is a BERT encoder")
-    if name == "e2rank":
-        return E2RankRanker(Encoder(backbone), tokenizer, **kw)
     if name == "generative":
+        if isinstance(backbone, Bert):
+            raise ValueError(f"ranker {name!r} needs a decoder LM; {model} is a BERT encoder")
         return GenerativeRanker(backbone, tokenizer)
-    rr_backbone, rr_tokenizer = (
-        (backbone, tokenizer) if reranker in (None, model) else resolve_model(reranker, dtype)
-    )
+    task_name, window = task_and_window(name)
+    task_cls = get_task(task_name)
+    rr_backbone, rr_tokenizer = None, tokenizer
+    if task_cls.needs_reranker:
+        rr_backbone, rr_tokenizer = (
+            (backbone, tokenizer) if reranker in (None, model) else resolve_model(reranker, dtype)
+        )
     cfg = resrank_config or ResRankConfig(
-        phi="rescale" if backbone.cfg.hidden_size == rr_backbone.cfg.hidden_size else "linear"
+        phi="rescale"
+        if rr_backbone is None or backbone.cfg.hidden_size == rr_backbone.cfg.hidden_size
+        else "linear"
     )
-    resrank = ResRank(Encoder(backbone), rr_backbone, cfg, rngs=nnx.Rngs(0))
-    window = (20, 10) if name == "resrank-window" else None
-    return ResRankRanker(resrank, tokenizer, rr_tokenizer, window=window, **kw)
+    recipe = Recipe(
+        passage_max_length=passage_max_length or ZERO_SHOT_PASSAGE_LENGTH,
+        prompt_max_length=min(Recipe.prompt_max_length, backbone.cfg.max_position_embeddings),
+    )
+    ranker_model = task_cls.make_model(Encoder(backbone), rr_backbone, cfg, 0)
+    return ModelRanker(task_cls(recipe, tokenizer, rr_tokenizer), ranker_model, window=window)
 
 
-def ranker_from_run(name: str, run_dir: str, passage_max_length: int) -> Ranker:
-    """A ranker from a training run's latest checkpoint: ``resrank``/``resrank-window`` for a
-    ResRank run, ``e2rank`` for an E2Rank run, ``dense`` (the trained encoder) for both."""
+def run_rankers(run_dir: str, passage_max_length: int | None = None) -> dict[str, ModelRanker]:
+    """The rankers of a training run's latest checkpoint, built with the run's task and recipe
+    and sharing one model and one embedding cache: ``dense`` (the trained encoder alone) and
+    the run's own model (``resrank``, or ``e2rank``)."""
     from resrank_jax.train.models import load_trained
 
-    model, enc_tok, rr_tok, cfg = load_trained(run_dir)
-    kw = dict(passage_max_length=passage_max_length)
-    encoder = model.encoder if cfg.model.mode == "resrank" else model
-    if name == "dense":
-        return DenseRanker(encoder, enc_tok, **kw)
-    if cfg.model.mode == "e2rank" and name == "e2rank":
-        return E2RankRanker(model, enc_tok, **kw)
-    if cfg.model.mode == "resrank" and name in ("resrank", "resrank-window"):
-        window = (20, 10) if name == "resrank-window" else None
-        return ResRankRanker(model, enc_tok, rr_tok, window=window, **kw)
-    raise ValueError(f"a {cfg.model.mode} run cannot serve ranker {name!r}")
+    model, task, _ = load_trained(run_dir)
+    if passage_max_length is not None:
+        task = task.with_recipe(passage_max_length=passage_max_length)
+    cache = EmbeddingCache()
+    dense = DenseTask(task.recipe, task.encoder_tokenizer)
+    return {
+        "dense": ModelRanker(dense, model, cache=cache),
+        task.name: ModelRanker(task, model, cache=cache),
+    }
+
+
+def ranker_from_run(name: str, run_dir: str, passage_max_length: int | None = None) -> Ranker:
+    """One ranker of ``run_rankers``; ``resrank-window`` is a ResRank run's windowed pass."""
+    task_name, window = task_and_window(name)
+    rankers = run_rankers(run_dir, passage_max_length)
+    if task_name not in rankers:
+        raise ValueError(f"a {'/'.join(rankers)} run cannot serve ranker {name!r}")
+    ranker = rankers[task_name]
+    return ranker if window is None else ModelRanker(ranker.task, ranker.model, window=window)

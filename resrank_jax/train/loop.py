@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 
 from resrank_jax.config import TrainConfig, config_from_json, config_to_json
 from resrank_jax.data.formats import read_candidates, read_corpus, read_qrels
+from resrank_jax.flops import Tower, step_flops
 from resrank_jax.hf.export import export_hf
 from resrank_jax.sharding import make_mesh
-from resrank_jax.tokenizer import TextTokenizer
+from resrank_jax.tasks import Task
 from resrank_jax.train.batches import BatchBuilder, IteratorState, ListBatches, ListIterator
 from resrank_jax.train.checkpoint import Checkpointer
 from resrank_jax.train.lists import (
@@ -33,11 +34,11 @@ from resrank_jax.train.lists import (
     lists_from_teacher_file,
     shuffle_candidates,
 )
-from resrank_jax.train.models import TINY, build_model
+from resrank_jax.train.models import TINY, build_model, build_task
 from resrank_jax.train.state import batch_shardings, build_stage_step, trainable_labels
 from resrank_jax.train.tensorboard import ScalarWriter
 
-TOKEN_MASKS = ("passage_mask", "query_mask", "prompt_mask", "pseudo_mask")
+TOKEN_MASKS = ("passage_mask", "query_mask", "prompt_mask")
 
 
 def maybe_initialize_distributed() -> None:
@@ -85,16 +86,14 @@ def load_lists(cfg: TrainConfig) -> tuple[list[TrainingList], dict[str, int]]:
     return lists, counts
 
 
-def load_batches(
-    cfg: TrainConfig, enc_tok: TextTokenizer, rr_tok: TextTokenizer
-) -> tuple[ListBatches, dict]:
+def load_batches(cfg: TrainConfig, task: Task) -> tuple[ListBatches, dict]:
     """The tokenised training lists and their counts: tokenised into memory or, with
     ``data.array_record_dir`` (the ``tfds`` extra), written there once by process 0 (on a
     filesystem every process sees) and then read back by random access."""
 
     def tokenise() -> tuple[ListBatches, dict]:
         lists, counts = load_lists(cfg)
-        return BatchBuilder.from_config(lists, enc_tok, rr_tok, cfg), counts
+        return BatchBuilder(lists, task), counts
 
     directory = cfg.data.array_record_dir
     if not directory:
@@ -106,7 +105,7 @@ def load_batches(
         array_record.write(*tokenise(), directory, name)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("array_record")
-    return array_record.read(directory, name)
+    return array_record.read(directory, name, task)
 
 
 # Keys a resumed run may change: the mesh (restore onto another device layout) and logging.
@@ -128,17 +127,6 @@ def _check_same_config(saved: str, current: str, path: Path) -> None:
         )
 
 
-def step_flops(batch: dict, enc_params: int, rr_params: int) -> float:
-    """Analytic FLOPs of one forward+backward: 6 x params x tokens per tower (padded)."""
-    enc_tokens = batch["passage_ids"].size + batch["query_ids"].size
-    rr_tokens = batch["prompt_ids"].size if "prompt_ids" in batch else batch["pseudo_ids"].size
-    return 6.0 * (enc_params * enc_tokens + (rr_params or enc_params) * rr_tokens)
-
-
-def _count(state) -> int:
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state))
-
-
 def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = True) -> dict:
     """Trains all stages of ``cfg`` into ``output_dir``; rerunning resumes. Returns a summary."""
     maybe_initialize_distributed()
@@ -157,20 +145,13 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
     t_setup = time.perf_counter()
 
     model, enc_tok, rr_tok = build_model(cfg.model, mesh, cfg.seed)
+    task = build_task(cfg, enc_tok, rr_tok)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     for stage in cfg.stages:  # patterns naming no parameter fail before any compile
         trainable_labels(params, stage)
     d = cfg.data
-    e2rank = cfg.model.mode == "e2rank"  # then the encoder also reads the pseudo-query prompt
-    limit = (model if e2rank else model.encoder).backbone.cfg.max_position_embeddings
-    fields = ("passage_max_length", "query_max_length") + (("prompt_max_length",) if e2rank else ())
-    for field in fields:
-        if getattr(d, field) > limit:
-            raise ValueError(
-                f"data.{field}={getattr(d, field)} exceeds the encoder's "
-                f"{limit} positions; lower it"
-            )
-    builder, list_counts = load_batches(cfg, enc_tok, rr_tok)
+    task.check(model)
+    builder, list_counts = load_batches(cfg, task)
     if d.queries_per_step % jax.process_count():
         raise ValueError(
             f"queries_per_step={d.queries_per_step} is not divisible by "
@@ -209,10 +190,8 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
             else []
         )
         metrics_path.write_text("".join(f"{ln}\n" for ln in kept))
-    enc_params = _count(
-        nnx.state(model.encoder if cfg.model.mode == "resrank" else model, nnx.Param)
-    )
-    rr_params = _count(nnx.state(model.reranker, nnx.Param)) if cfg.model.mode == "resrank" else 0
+    enc_tower = Tower.of(model.encoder.backbone)
+    prompt_tower = Tower.of(model.reranker) if task.needs_reranker else enc_tower
     preemption = Preemption()
     tensorboard = ScalarWriter(out / "tensorboard") if lead else None
     timings["setup_s"] = time.perf_counter() - t_setup
@@ -232,7 +211,7 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
 
     for s in range(stage_idx, len(cfg.stages)):
         stage, n_steps = cfg.stages[s], stage_steps[s]
-        built = build_stage_step(graphdef, rest, params, stage, n_steps, cfg, mesh, example)
+        built = build_stage_step(graphdef, rest, params, stage, n_steps, cfg, task, mesh, example)
         if state is None and latest is not None:
             mid_stage = stage_step > 0  # then the stage's optimizer state and step come back too
             restored = ckpt.restore(latest, built.restore_target(params), with_opt_state=mid_stage)
@@ -275,7 +254,7 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
                 "step_time": t2 - t1,
                 "data_time": t1 - t0,
             }
-            flops = step_flops(local, enc_params, rr_params) * jax.process_count() / (t2 - t1)
+            flops = step_flops(local, enc_tower, prompt_tower) * jax.process_count() / (t2 - t1)
             record["model_tflops_per_s"] = flops / 1e12
             if cfg.peak_tflops_per_device:
                 record["mfu"] = flops / 1e12 / (cfg.peak_tflops_per_device * jax.device_count())
@@ -332,16 +311,14 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, progress: bool = T
             rest,
         )
         if lead:
-            export(final, enc_tok, rr_tok, out / "export", cfg.model.mode)
+            export(final, task, out / "export")
     if lead:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def export(model, enc_tok, rr_tok, out: Path, mode: str) -> None:
+def export(model, task: Task, out: Path) -> None:
     """HF directories of the trained encoder (and reranker) backbones."""
-    if mode == "resrank":
-        export_hf(model.encoder.backbone, out / "encoder", tokenizer=enc_tok)
-        export_hf(model.reranker, out / "reranker", tokenizer=rr_tok)
-    else:
-        export_hf(model.backbone, out / "encoder", tokenizer=enc_tok)
+    export_hf(model.encoder.backbone, out / "encoder", tokenizer=task.encoder_tokenizer)
+    if task.needs_reranker:
+        export_hf(model.reranker, out / "reranker", tokenizer=task.reranker_tokenizer)

@@ -15,7 +15,7 @@ from resrank_jax.hf.packaged import PACKAGED, packaged_weights
 from resrank_jax.models.build import Backbone, default_mesh, init_backbone, state_shardings
 from resrank_jax.models.config import BertConfig, DecoderConfig
 from resrank_jax.models.encoder import Encoder
-from resrank_jax.models.resrank import ResRank
+from resrank_jax.tasks import Task, get_task
 from resrank_jax.tokenizer import TextTokenizer
 
 # Random tiny backbones that use the packaged tokenizers (their vocabularies).
@@ -65,20 +65,27 @@ def backbone_and_tokenizer(
 
 
 def build_model(cfg: ModelConfig, mesh: Mesh, seed: int):
-    """Returns ``(model, encoder_tokenizer, reranker_tokenizer)``; ``model`` is a ``ResRank``
-    (mode ``resrank``) or an ``Encoder`` (mode ``e2rank``, which has no reranker)."""
+    """Returns ``(model, encoder_tokenizer, reranker_tokenizer)``: the model the registered
+    task ``cfg.mode`` makes (``.encoder``, and ``.reranker`` for ResRank); BERT encoders pool
+    as they were trained (mean), decoders on their last token."""
+    task = get_task(cfg.mode)
     encoder, enc_tok = backbone_and_tokenizer(cfg.encoder, cfg, mesh, seed)
-    if cfg.mode == "e2rank":  # BERT encoders pool as they were trained (mean), not last token
-        return Encoder(encoder), enc_tok, enc_tok
-    reranker, rr_tok = backbone_and_tokenizer(cfg.reranker, cfg, mesh, seed + 1)
-    return ResRank(Encoder(encoder), reranker, cfg.resrank, rngs=nnx.Rngs(seed)), enc_tok, rr_tok
+    reranker, rr_tok = None, enc_tok
+    if task.needs_reranker:
+        reranker, rr_tok = backbone_and_tokenizer(cfg.reranker, cfg, mesh, seed + 1)
+    return task.make_model(Encoder(encoder), reranker, cfg.resrank, seed), enc_tok, rr_tok
+
+
+def build_task(cfg, enc_tok: TextTokenizer, rr_tok: TextTokenizer) -> Task:
+    """The task (prompt, batch fields, score) of a ``TrainConfig``, with its recipe."""
+    return get_task(cfg.model.mode)(cfg.recipe(), enc_tok, rr_tok)
 
 
 def load_trained(run_dir: str | Path, mesh: Mesh | None = None):
     """The model of a training run at its latest committed checkpoint (all params, ResRank's
-    projector/scale included), with its tokenizers and config.
+    projector/scale/gate included), with its task (the run's recipe) and config.
 
-    Returns ``(model, encoder_tokenizer, reranker_tokenizer, config)``.
+    Returns ``(model, task, config)``.
     """
     from resrank_jax.config import config_from_json
     from resrank_jax.train.checkpoint import Checkpointer
@@ -101,4 +108,4 @@ def load_trained(run_dir: str | Path, mesh: Mesh | None = None):
     )
     params = ckpt.restore(step, {"params": target}, with_opt_state=False)["params"]
     ckpt.close()
-    return nnx.merge(graphdef, params, rest), enc_tok, rr_tok, cfg
+    return nnx.merge(graphdef, params, rest), build_task(cfg, enc_tok, rr_tok), cfg

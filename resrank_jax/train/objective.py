@@ -1,5 +1,6 @@
-"""The multi-task objective of one batch: RankNet on the ranker's scores (``rank``) and
-InfoNCE on encoder vectors over the global batch (``ret``), weighted per stage."""
+"""The multi-task objective of one batch: RankNet on the task's scores (``rank``) and InfoNCE
+on encoder vectors over the global batch (``ret``), weighted per stage. Scores come from
+``Task.forward``, the definition ranking uses too."""
 
 from __future__ import annotations
 
@@ -8,52 +9,47 @@ import jax.numpy as jnp
 
 from resrank_jax import losses
 from resrank_jax.config import LossConfig
-from resrank_jax.models.pooling import l2_normalize
+from resrank_jax.tasks import Task
 
 
 def compute_loss(
-    model, batch: dict[str, jax.Array], weights: dict[str, float], cfg: LossConfig, mode: str
+    task: Task, model, batch: dict[str, jax.Array], weights: dict[str, float], cfg: LossConfig
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """``(total, metrics)``; terms with no weight are not computed."""
-    b, k, lp = batch["passage_ids"].shape
-    need_query = "ret" in weights or (mode == "resrank" and model.cfg.needs_query_vector)
-    if mode == "resrank":
-        out = model(
-            batch["passage_ids"],
-            batch["passage_mask"],
-            batch["prompt_ids"],
-            batch["prompt_mask"],
-            batch["slot_pos"],
-            batch["cand_mask"],
-            batch["query_ids"] if need_query else None,
-            batch["query_mask"] if need_query else None,
-        )
-        scores, e_bke, q_be = out["scores"], out["passage_emb"], out.get("query_emb")
-    else:  # e2rank: one encoder embeds documents, queries and the listwise pseudo-query
-        encoder = model
-        e_bke = encoder(
-            batch["passage_ids"].reshape(b * k, lp), batch["passage_mask"].reshape(b * k, lp)
-        )
-        e_bke = e_bke.reshape(b, k, -1)
-        pseudo_be = encoder(batch["pseudo_ids"], batch["pseudo_mask"])
-        scores = jnp.einsum("be,bke->bk", pseudo_be, l2_normalize(e_bke))
-        q_be = encoder(batch["query_ids"], batch["query_mask"]) if need_query else None
+    scores_bk, e_bke, q_be = task.forward(model, batch, with_query="ret" in weights)
     terms = {}
     if "rank" in weights:
         terms["rank"] = losses.ranknet(
-            scores,
+            scores_bk,
             batch["labels"],
             batch["cand_mask"],
             kappa=cfg.kappa,
             weighting=None if cfg.ranknet_weighting == "none" else cfg.ranknet_weighting,
         )
     if "ret" in weights:
-        positive = jnp.arange(b) * k + batch["positive"]
-        terms["ret"] = losses.infonce(
-            q_be,
-            e_bke.reshape(b * k, -1),
-            positive,
-            temperature=cfg.temperature,
-            doc_mask_m=batch["cand_mask"].reshape(-1),
-        )
+        terms["ret"] = retrieval_loss(e_bke, q_be, batch, cfg)
     return losses.combine(terms, weights)
+
+
+def retrieval_loss(e_bke, q_be, batch: dict[str, jax.Array], cfg: LossConfig) -> jax.Array:
+    """InfoNCE of each query against every candidate of the global batch; copies of its
+    judged positives elsewhere in the batch are no negatives (``cfg.mask_false_negatives``)."""
+    b, k, _ = e_bke.shape
+    positive_b = jnp.arange(b) * k + batch["positive"]
+    false_negatives = None
+    if cfg.mask_false_negatives:
+        false_negatives = losses.same_doc_positive_mask(
+            batch["doc_key"].reshape(-1),
+            (batch["qrels_labels"] > 0).reshape(-1),
+            jnp.repeat(jnp.arange(b), k),
+            b,
+            target_b=positive_b,
+        )
+    return losses.infonce(
+        q_be,
+        e_bke.reshape(b * k, -1),
+        positive_b,
+        temperature=cfg.temperature,
+        doc_mask_m=batch["cand_mask"].reshape(-1),
+        false_negative_mask_bm=false_negatives,
+    )

@@ -18,6 +18,7 @@ from optax.transforms import MaskedNode
 
 from resrank_jax.config import LossConfig, OptimConfig, StageConfig
 from resrank_jax.models.build import state_shardings
+from resrank_jax.tasks import Task
 from resrank_jax.train.objective import compute_loss
 
 SCALAR_PARAMS = ("gate", "alpha", "slot_scale")
@@ -50,10 +51,32 @@ def trainable_labels(params: nnx.State, stage: StageConfig) -> nnx.State:
     return nnx.from_flat_state(flat)
 
 
+# HF Trainer's ``get_decay_parameter_names`` name rule (transformers >= 4.49, incl. the 4.52.3
+# that E2Rank pins), searched in the lower-cased path with "/" read as "."
+NO_DECAY_PATTERNS = (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
+
+
+def weight_decay_mask(params: nnx.State, decay_norms_and_biases: bool = False) -> nnx.State:
+    """Per param: True = AdamW decays it. With ``decay_norms_and_biases`` every param; else
+    all but biases and norm scales/biases (HF Trainer's name rule, ``NO_DECAY_PATTERNS``) and
+    the scalars of ``SCALAR_PARAMS``; embeddings and kernels are decayed, as in HF."""
+
+    def decays(path: tuple) -> bool:
+        name = param_path(path).lower().replace("/", ".")
+        if str(path[-1]) in SCALAR_PARAMS:
+            return False
+        return not any(re.search(p, name) for p in NO_DECAY_PATTERNS)
+
+    flat = nnx.to_flat_state(params)
+    return nnx.from_flat_state([(p, decay_norms_and_biases or decays(p)) for p, _ in flat])
+
+
 def make_optimizer(params: nnx.State, stage: StageConfig, steps: int, cfg: OptimConfig):
     """AdamW with linear warmup and linear decay on the stage's trainable params, clipped by
     the global norm of the trainable gradients; frozen params get zero updates. Params in an
-    ``lr_scale`` group run at a multiple of the stage's learning rate (and weight decay)."""
+    ``lr_scale`` group run at a multiple of the stage's learning rate (and weight decay).
+    Weight decay skips norms, biases and scalars unless ``cfg.decay_norms_and_biases``
+    (:func:`weight_decay_mask`)."""
     warmup = max(1, round(cfg.warmup_ratio * steps))
 
     def schedule(count):
@@ -67,12 +90,15 @@ def make_optimizer(params: nnx.State, stage: StageConfig, steps: int, cfg: Optim
     labels = trainable_labels(params, stage)
     groups = {"train": 1.0, **{f"train_x{m:g}": m for _, m in stage.lr_scale if m != 1.0}}
 
+    decay_mask = None if cfg.decay_norms_and_biases else weight_decay_mask(params)
+
     def adamw(scale: float) -> optax.GradientTransformation:
         return optax.adamw(
             lambda count: scale * schedule(count),
             b1=cfg.b1,
             b2=cfg.b2,
             weight_decay=cfg.weight_decay,
+            mask=decay_mask,
         )
 
     keep = {g: optax.identity() for g in groups}
@@ -116,7 +142,7 @@ def make_train_step(
     schedule,
     weights: dict[str, float],
     loss_cfg: LossConfig,
-    mode: str,
+    task: Task,
     grad_accum: int,
     shardings: dict,
     batch_sh: dict,
@@ -127,7 +153,7 @@ def make_train_step(
 
     def loss_fn(params, batch):
         model = nnx.merge(graphdef, params, rest)
-        return compute_loss(model, batch, weights, loss_cfg, mode)
+        return compute_loss(task, model, batch, weights, loss_cfg)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -210,12 +236,14 @@ def build_stage_step(
     stage: StageConfig,
     steps: int,
     cfg,
+    task: Task,
     mesh: Mesh,
     batch_example: dict,
     *,
     grad_accum: int | None = None,
 ) -> StageStep:
-    """Optimizer, shardings and the compiled-once step of ``stage`` (``cfg``: TrainConfig)."""
+    """Optimizer, shardings and the compiled-once step of ``stage`` (``cfg``: TrainConfig;
+    ``task``: the model's task, whose ``forward`` the loss calls)."""
     tx, schedule = make_optimizer(params, stage, steps, cfg.optim)
     shardings = train_state_shardings(params, tx, mesh)
     batch_sh = batch_shardings(batch_example, mesh)
@@ -226,7 +254,7 @@ def build_stage_step(
         schedule,
         dict(stage.weights),
         cfg.loss,
-        cfg.model.mode,
+        task,
         grad_accum or cfg.optim.grad_accum,
         shardings,
         batch_sh,
