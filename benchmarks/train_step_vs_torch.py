@@ -45,6 +45,7 @@ class TorchResRank(torch.nn.Module):
         self.reranker = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
         ).model
+        self.reranker.embed_tokens.padding_idx = None  # SmolLM2's pad is <|im_end|>: train it
         e, d = self.encoder.config.hidden_size, self.reranker.config.hidden_size
         self.proj = torch.nn.Sequential(
             torch.nn.Linear(e, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, d)

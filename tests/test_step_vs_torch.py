@@ -35,9 +35,11 @@ torch = pytest.importorskip("torch")
 #   max|g| (worst in the SPEC case, a SmolLM2 post-attention norm).
 # - Gradients: per tensor, max|jax - torch| <= GRAD_ATOL + GRAD_RTOL * max|torch|: about 9x
 #   the worst measured difference. It is relative to the tensor's scale, not element by
-#   element: a gradient summed over many tokens (BERT's token-type row) has elements near zero
-#   whose float32 cancellation noise is 0.8x an element-wise 1e-5 + 1e-3|g| bound even between
-#   torch float32 and float64. A wrong or missing gradient path is off by O(max|g|).
+#   element: gradients summed over many tokens (layer norms, BERT's token-type row) have
+#   elements near zero whose float32 cancellation noise exceeds an element-wise
+#   1e-5 + 1e-3|g| bound up to 2.9x even between torch float32 and float64 (E2Rank). A wrong
+#   or missing gradient path is off by O(max|g|) (SmolLM2's pad row, see the reference, was
+#   off by 25% of max|g| before it was handled).
 # - Loss: |jax - torch| <= LOSS_ATOL + LOSS_RTOL * |torch| (8x the worst measured).
 GRAD_ATOL, GRAD_RTOL = 1e-5, 1e-3
 LOSS_ATOL, LOSS_RTOL = 1e-5, 1e-5
@@ -64,6 +66,26 @@ def torch_backbones():
     from tests import torch_step_reference as ref
 
     return {"minilm": ref.load_minilm(), "smollm2": ref.load_smollm2()}
+
+
+@pytest.fixture(scope="module")
+def backbones_loaded_once():
+    """``build_model`` reads each real backbone from disk once for all cases (a SmolLM2 GGUF
+    takes 12 s); the seed only matters for random tiny backbones."""
+    from resrank_jax.train import models
+
+    original, cache = models.backbone_and_tokenizer, {}
+
+    def cached(source, cfg, mesh, seed):
+        key = (source, cfg.dtype, cfg.param_dtype, cfg.remat, cfg.attention_impl)
+        if key not in cache:
+            cache[key] = original(source, cfg, mesh, seed)
+        return cache[key]
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(models, "backbone_and_tokenizer", cached)
+    yield
+    patch.undo()
 
 
 def crafted_lists(cfg):
@@ -146,7 +168,9 @@ def compare_grads(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> di
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_train_step_loss_and_every_gradient_match_torch(case, torch_backbones):
+def test_train_step_loss_and_every_gradient_match_torch(
+    case, torch_backbones, backbones_loaded_once
+):
     from resrank_jax import make_mesh
     from resrank_jax.config import resolve_config
     from resrank_jax.train.batches import BatchBuilder
@@ -195,18 +219,19 @@ def test_train_step_loss_and_every_gradient_match_torch(case, torch_backbones):
     tmodel.zero_grad(set_to_none=True)
 
     # the batch exercises the false-negative mask: without it, query A's copy of its
-    # positive in list B would be a negative as close as the target
+    # positive in list B and its second judged positive would be negatives (InfoNCE moves by
+    # 100x the loss tolerance at least)
     with torch.no_grad():
         unmasked = ref.infonce(u, e, tb, cfg.loss.temperature, mask_false_negatives=False)
-    assert float(unmasked) - float(terms["ret"]) > 0.1
+    assert float(unmasked) - float(terms["ret"].detach()) > 100 * LOSS_ATOL
 
     for name, value in terms.items():
         np.testing.assert_allclose(
-            metrics[f"loss/{name}"], float(value), atol=LOSS_ATOL, rtol=LOSS_RTOL, err_msg=name
+            metrics[f"loss/{name}"], value.item(), atol=LOSS_ATOL, rtol=LOSS_RTOL, err_msg=name
         )
-    np.testing.assert_allclose(loss, float(total), atol=LOSS_ATOL, rtol=LOSS_RTOL)
+    np.testing.assert_allclose(loss, total.item(), atol=LOSS_ATOL, rtol=LOSS_RTOL)
     stats = compare_grads(grads, torch_grads)
     print(
-        f"\n{case}: loss jax {loss:.7f} torch {float(total):.7f} "
-        f"(diff {abs(loss - float(total)):.2g}); {stats}; {time.perf_counter() - start:.0f} s"
+        f"\n{case}: loss jax {loss:.7f} torch {total.item():.7f} "
+        f"(diff {abs(loss - total.item()):.2g}); {stats}; {time.perf_counter() - start:.0f} s"
     )

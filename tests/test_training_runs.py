@@ -14,13 +14,20 @@ import pytest
 from tests.train_runs import (
     ROOT,
     exported_tensors,
+    ir_ndcg10,
     metric_lines,
+    read_trec_run,
     run_train,
     start_and_wait,
     train_cmd,
+    trained_params,
 )
 
-STEPS = ("steps=8", "checkpoint_every=2")
+# the tiny preset with a linear projector and the gate (on the slot states and the query):
+# every kind of trained parameter ResRank has
+GATED = ("model.resrank.phi=linear", "model.resrank.residual=gated")
+GATED += ("model.resrank.query_vector=gated",)
+STEPS = ("steps=8", "checkpoint_every=2", *GATED)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +86,13 @@ def test_sigkill_then_resume_is_exact(uninterrupted, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    # every trained parameter of the final checkpoints, not only the exported backbones
+    a, b = trained_params(uninterrupted), trained_params(tmp_path)
+    assert {"gate", "projector/kernel", "projector/bias"} <= a.keys() == b.keys()
+    assert any(k.startswith("encoder/") for k in a) and any(k.startswith("reranker/") for k in a)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert float(a["gate"]) != 0.0, "the gate trained (it starts at 0)"
 
 
 def test_half_written_checkpoint_is_ignored(uninterrupted, tmp_path):
@@ -155,16 +169,18 @@ def test_two_process_cpu_run(tmp_path):
 
 
 def test_eval_from_a_training_checkpoint(uninterrupted, tmp_path):
-    metrics_path = tmp_path / "m.json"
+    metrics_path, run_path = tmp_path / "m.json", tmp_path / "resrank.run"
+    data = ("scifact/candidates.test.jsonl", "scifact/qrels.test.txt", "scifact/corpus.jsonl")
+    candidates, qrels, corpus = (f"data/{name}" for name in data)
     cmd = [
         sys.executable,
         "eval.py",
         "--candidates",
-        "data/scifact/candidates.test.jsonl",
+        candidates,
         "--corpus",
-        "data/scifact/corpus.jsonl",
+        corpus,
         "--qrels",
-        "data/scifact/qrels.test.txt",
+        qrels,
         "--ranker",
         "resrank",
         "--checkpoint",
@@ -175,12 +191,49 @@ def test_eval_from_a_training_checkpoint(uninterrupted, tmp_path):
         "32",
         "--metrics-json",
         str(metrics_path),
+        "--run-out",
+        str(run_path),
         "--quiet",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads(metrics_path.read_text())
-    assert (
-        metrics["queries"] == 2 and metrics["ranked_queries"] == 2 and 0 <= metrics["nDCG@10"] <= 1
-    )
+    assert metrics["queries"] == 2 and metrics["ranked_queries"] == 2
     assert metrics["ranker"] == "resrank" and metrics["model_calls"] == 2
+    run = read_trec_run(run_path)
+    # the reported nDCG@10 is ir_measures' on the written run
+    ranked = {qid: [d for d, _, _ in rows] for qid, rows in run.items()}
+    assert metrics["nDCG@10"] == pytest.approx(ir_ndcg10(ranked, qrels), abs=1e-9)
+    # the run is the trained model's ranking: scores recomputed in-process through the
+    # training forward pass (task.list_rows, task.forward), ranks ordered by those scores
+    import jax
+
+    from resrank_jax.evaluation import load_dataset
+    from resrank_jax.prompts import SlotPrompt
+    from resrank_jax.train.models import load_trained
+
+    model, task, _ = load_trained(uninterrupted)
+    task = task.with_recipe(passage_max_length=32)
+    forward = jax.jit(lambda m, b: task.forward(m, b, with_query=False)[0])
+    dataset = load_dataset(ROOT / candidates, ROOT / qrels, ROOT / corpus)
+    assert list(run) == [q.qid for q in dataset.queries[:2]]
+    for qc in dataset.queries[:2]:
+        texts = [c.text for c in qc.candidates]
+        rows = task.list_rows(qc.query, texts)
+        prompt = SlotPrompt(rows["prompt_ids"].tolist(), rows["slot_pos"].tolist())
+        batch = {
+            **{
+                k: rows[k][None] for k in ("passage_ids", "passage_mask", "query_ids", "query_mask")
+            },
+            **task.prompt_fields([prompt], n_slots=len(texts)),
+            "cand_mask": np.ones((1, len(texts)), np.int32),
+        }
+        reference = np.asarray(forward(model, batch))[0]
+        got = run[qc.qid]
+        assert [r for _, r, _ in got] == list(range(1, len(texts) + 1))
+        by_docid = {c.docid: s for c, s in zip(qc.candidates, reference, strict=True)}
+        in_run_order = np.asarray([by_docid[d] for d, _, _ in got])
+        np.testing.assert_allclose([s for _, _, s in got], in_run_order, rtol=0, atol=2e-6)
+        # best first by the reference scores (up to rounding between near-ties)
+        assert np.diff(in_run_order).max() <= 2e-6, qc.qid
+        assert sorted(d for d, _, _ in got) == sorted(by_docid)

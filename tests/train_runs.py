@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -71,3 +73,40 @@ def exported_tensors(out: Path) -> dict:
         for part in ("encoder", "reranker")
         for k, v in load_file(str(out / "export" / part / "model.safetensors")).items()
     }
+
+
+def trained_params(out: Path) -> dict[str, np.ndarray]:
+    """Every parameter of a run's latest checkpoint (backbones, projector, gate, ...) by
+    ``/``-joined path, loaded as ranking loads it (``load_trained``)."""
+    from flax import nnx
+
+    from resrank_jax.train.models import load_trained
+
+    model, _, _ = load_trained(out)
+    return {
+        "/".join(map(str, path)): np.asarray(value[...])
+        for path, value in nnx.to_flat_state(nnx.state(model, nnx.Param))
+    }
+
+
+def read_trec_run(path: Path) -> dict[str, list[tuple[str, int, float]]]:
+    """A TREC run file ``qid Q0 docid rank score tag`` as ``qid -> [(docid, rank, score)]``
+    in file order (parsed here, independently of ``resrank_jax.data.formats``)."""
+    run: dict[str, list[tuple[str, int, float]]] = {}
+    for line in Path(path).read_text().splitlines():
+        qid, _, docid, rank, score, _ = line.split()
+        run.setdefault(qid, []).append((docid, int(rank), float(score)))
+    return run
+
+
+def ir_ndcg10(ranked: dict[str, list[str]], qrels_path: str | Path) -> float:
+    """Reference nDCG@10 of rankings ``qid -> [docid, best first]``: ir_measures (pytrec_eval,
+    trec_eval's definition) with qrels it reads itself, over the ranked queries. Scores are
+    ``N - position`` so that trec_eval's tie-breaking cannot reorder the rankings."""
+    import ir_measures
+    from ir_measures import nDCG
+
+    qrels = [q for q in ir_measures.read_trec_qrels(str(ROOT / qrels_path)) if q.query_id in ranked]
+    assert {q.query_id for q in qrels} == set(ranked), "every ranked query must be judged"
+    run = {q: {d: float(len(docs) - i) for i, d in enumerate(docs)} for q, docs in ranked.items()}
+    return ir_measures.calc_aggregate([nDCG @ 10], qrels, run)[nDCG @ 10]

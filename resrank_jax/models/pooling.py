@@ -29,6 +29,9 @@ def pool(hidden_bld: jax.Array, mask_bl: jax.Array, kind: Pooling) -> jax.Array:
 
 
 def l2_normalize(x_bd: jax.Array, eps: float = 1e-12) -> jax.Array:
-    """``x / max(||x||, eps)`` along the last axis (fp32)."""
+    """``x / max(||x||, eps)`` along the last axis (fp32). The norm is taken as
+    ``sqrt(max(sum x^2, eps^2))`` so that an all-zero row (a padded candidate's mean-pooled
+    vector) has a zero gradient instead of ``NaN`` (``d||x||/dx`` is undefined at 0)."""
     x32 = x_bd.astype(jnp.float32)
-    return x32 / jnp.maximum(jnp.linalg.norm(x32, axis=-1, keepdims=True), eps)
+    squared = jnp.sum(jnp.square(x32), axis=-1, keepdims=True)
+    return x32 / jnp.sqrt(jnp.maximum(squared, eps * eps))
