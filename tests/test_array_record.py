@@ -44,9 +44,7 @@ def task_of(cfg, tokenizers):
 def test_array_record_batches_equal_in_memory_batches(mode, tokenizers, tmp_path):
     pytest.importorskip("tensorflow_datasets")
     memory, memory_counts = loop.load_batches(tiny(mode), task_of(tiny(mode), tokenizers))
-    stored, stored_counts = loop.load_batches(
-        tiny(mode, tmp_path), task_of(tiny(mode), tokenizers)
-    )
+    stored, stored_counts = loop.load_batches(tiny(mode, tmp_path), task_of(tiny(mode), tokenizers))
     assert isinstance(memory, BatchBuilder) and not isinstance(stored.rows, list)
     assert (len(stored), stored.layout, stored.stats, stored_counts) == (
         len(memory),
