@@ -1,7 +1,9 @@
-"""Helpers that run ``train.py`` in subprocesses (kill, SIGTERM, multi-process tests)."""
+"""Helpers that run ``train.py`` in subprocesses (kill, SIGTERM, multi-process tests) and
+independent references for what trained runs rank (params, runs, scores, nDCG@10)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -9,9 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+QRELS = {"DL19": "data/trec-dl19/qrels.txt", "SciFact-test": "data/scifact/qrels.test.txt"}
 
 
 def train_cmd(out: Path, *overrides: str, preset: str = "tiny") -> list[str]:
@@ -110,3 +114,25 @@ def ir_ndcg10(ranked: dict[str, list[str]], qrels_path: str | Path) -> float:
     assert {q.query_id for q in qrels} == set(ranked), "every ranked query must be judged"
     run = {q: {d: float(len(docs) - i) for i, d in enumerate(docs)} for q, docs in ranked.items()}
     return ir_measures.calc_aggregate([nDCG @ 10], qrels, run)[nDCG @ 10]
+
+
+def forward_scores(model, task, query: str, texts: list[str]) -> np.ndarray:
+    """Reference scores ``[N]`` of one list through the training path: ``task.list_rows``
+    (what ``BatchBuilder`` tokenises) and ``task.forward`` (what the loss calls), one list of
+    exactly ``N`` candidates; no ranker, no embedding cache."""
+    from resrank_jax.prompts import SlotPrompt
+
+    rows = task.list_rows(query, texts)
+    prompt = SlotPrompt(rows["prompt_ids"].tolist(), rows["slot_pos"].tolist())
+    keys = ("passage_ids", "passage_mask", "query_ids", "query_mask")
+    batch = {
+        **{k: rows[k][None] for k in keys},
+        **task.prompt_fields([prompt], n_slots=len(texts)),
+        "cand_mask": np.ones((1, len(texts)), np.int32),
+    }
+    return np.asarray(_forward(task, model, batch))[0]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(task, model, batch):
+    return task.forward(model, batch, with_query=False)[0]
