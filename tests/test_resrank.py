@@ -33,6 +33,28 @@ def _run_with_query(model, passages, passage_mask, batch):
     )
 
 
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _reference_scores(model, cfg: ResRankConfig, out, batch) -> np.ndarray:
+    """ResRank's score in NumPy (float64) from the slot and query states ``contextualize``
+    returns: ``scale * cos(query vector, fused slot)``, for projector-free ``phi``."""
+    assert cfg.phi in ("identity", "rescale", "scale")  # project() is the identity
+    e = np.asarray(out["passage_emb"], np.float64)
+    args = (jnp.asarray(batch.ids), jnp.asarray(batch.mask), jnp.asarray(batch.slot_pos))
+    h, h_q = (np.asarray(x, np.float64) for x in model.contextualize(out["passage_emb"], *args))
+    if cfg.query_vector == "last_plus_encoder":
+        h_q = h_q + np.asarray(out["query_emb"], np.float64)
+    fused = {
+        "norm_sum": lambda: _unit(h) + _unit(e),
+        "sum": lambda: h + e,
+        "alpha": lambda: h + float(model.alpha[...]) * e,
+        "none": lambda: h,
+    }[cfg.residual]()
+    return cfg.score_scale * np.einsum("bd,bnd->bn", _unit(h_q), _unit(fused))
+
+
 def test_scores_are_cosines_and_padded_slots_are_masked():
     model = tiny_resrank()
     passages, passage_mask, batch = synthetic_batch()
@@ -41,14 +63,7 @@ def test_scores_are_cosines_and_padded_slots_are_masked():
     assert scores.shape == (2, 3)
     assert scores[1, 2] == losses.NEG  # query 2 has two candidates
     # reference: cos(h_q, norm(h) + norm(e)) in NumPy from the slot and query states
-    e = np.asarray(out["passage_emb"], np.float64)
-    args = (jnp.asarray(batch.ids), jnp.asarray(batch.mask), jnp.asarray(batch.slot_pos))
-    h, h_q = (np.asarray(x, np.float64) for x in model.contextualize(out["passage_emb"], *args))
-
-    def unit(x):
-        return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-    reference = np.einsum("bd,bnd->bn", unit(h_q), unit(unit(h) + unit(e)))
+    reference = _reference_scores(model, ResRankConfig(), out, batch)
     valid = batch.slot_mask.astype(bool)
     np.testing.assert_allclose(scores[valid], reference[valid], rtol=0, atol=1e-5)
     np.testing.assert_allclose(
@@ -220,13 +235,14 @@ def test_residual_none_reaches_the_encoder_only_through_the_slot(monkeypatch):
         ResRankConfig(phi="rescale", query_vector="last_plus_encoder", score_scale=5.0),
     ],
 )
-def test_variants_run_and_are_finite(cfg):
+def test_variants_score_as_their_definition(cfg):
     model = tiny_resrank(cfg)
     passages, passage_mask, batch = synthetic_batch()
     out = _run_with_query(model, passages, passage_mask, batch)
     valid = batch.slot_mask.astype(bool)
-    scores = np.asarray(out["scores"])[valid]
-    assert np.isfinite(scores).all() and np.abs(scores).max() <= cfg.score_scale + 1e-5
+    scores = np.asarray(out["scores"])
+    reference = _reference_scores(model, cfg, out, batch)
+    np.testing.assert_allclose(scores[valid], reference[valid], rtol=0, atol=1e-5 * cfg.score_scale)
 
 
 @pytest.mark.parametrize("phi", ["linear", "mlp"])
