@@ -5,8 +5,8 @@ One example per list holds its ``ListRows`` (``resrank_jax.train.batches``): ``p
 / ``passage_mask [n, Lp]``, ``query_ids`` / ``query_mask [Lq]``, ``prompt_ids [l]``,
 ``slot_pos [n]`` (empty without slots), ``qrels_labels`` / ``teacher_labels [n]``,
 ``doc_key [n]``; the ``BatchLayout``, tokenizer stats and list counts go to the dataset's
-metadata. Examples keep the list order (shuffling disabled), so index ``i`` is list ``i`` and batches equal the
-in-memory ``BatchBuilder``'s bit for bit.
+metadata. Examples keep the list order (shuffling disabled), so index ``i`` is list ``i``
+and batches equal the in-memory ``BatchBuilder``'s bit for bit.
 
 Neither writing nor reading needs TensorFlow: a ``GeneratorBasedBuilder`` encodes examples
 with tfds' own protobuf serializer (``tfds.dataset_builders.store_as_tfds_dataset`` does not
