@@ -59,7 +59,7 @@ def test_rankers_in_bfloat16_hold_bf16_params_and_agree_with_fp32(random_checkpo
     scores = {}
     for dtype in ("float32", "bfloat16"):
         ranker = build_ranker("e2rank", model=str(random_checkpoint), dtype=dtype)
-        params = jax.tree.leaves(nnx.state(ranker.encoder, nnx.Param))
+        params = jax.tree.leaves(nnx.state(ranker.model.encoder, nnx.Param))
         assert {p.dtype for p in params} == {jnp.dtype(dtype)}
         scores[dtype] = ranker.rank("what causes cancer", cands).scores
     np.testing.assert_allclose(scores["bfloat16"], scores["float32"], atol=0.05)
