@@ -17,7 +17,9 @@ import types
 import typing
 from typing import Any, Literal
 
+from resrank_jax.instructions import instructions_for
 from resrank_jax.models.config import ResRankConfig
+from resrank_jax.tasks import get_task
 from resrank_jax.tasks.base import Recipe
 
 
@@ -174,9 +176,6 @@ class TrainConfig:
                     ) from None
         if self.data.list_size < 2:
             raise ValueError(f"data.list_size={self.data.list_size} must be >= 2")
-        from resrank_jax.instructions import instructions_for
-        from resrank_jax.tasks import get_task
-
         get_task(self.model.mode)
         instructions_for(self.data.instructions)
         return self

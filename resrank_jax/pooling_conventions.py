@@ -29,8 +29,6 @@ from typing import Any, Literal
 Pooling = Literal["last", "mean", "cls"]
 PaddingSide = Literal["left", "right"]
 
-# the same text as resrank_jax.prompts.DEFAULT_TASK (kept here: prompts imports the tokenizer)
-DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 INSTRUCT_QUERY = "Instruct: {task}\nQuery:{query}"
 RAW_QUERY = "{query}"
 
@@ -85,8 +83,9 @@ class PoolingConvention:
     query_format: str
     source: str
 
-    def query_text(self, query: str, task: str = DEFAULT_TASK) -> str:
-        """The query as this model expects it (``Instruct: ...\\nQuery:...`` for decoders)."""
+    def query_text(self, query: str, task: str) -> str:
+        """The query as this model expects it (``Instruct: {task}\\nQuery:{query}`` for
+        decoders; ``task`` comes from ``resrank_jax.instructions``)."""
         return self.query_format.format(query=query, task=task)
 
 

@@ -17,12 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from resrank_jax.pooling_conventions import (
-    DEFAULT_TASK,
-    Pooling,
-    PoolingConvention,
-    pooling_convention,
-)
+from resrank_jax.pooling_conventions import Pooling, PoolingConvention, pooling_convention
 
 PROBE_TEXT = "A man is eating food."
 
@@ -116,7 +111,7 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return len(self.hf)
 
-    def query_text(self, query: str, task: str = DEFAULT_TASK) -> str:
+    def query_text(self, query: str, task: str) -> str:
         """``query`` in this model's query format (``convention.query_text``)."""
         return self.convention.query_text(query, task)
 

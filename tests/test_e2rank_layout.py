@@ -88,3 +88,27 @@ def test_scifact_instructions_change_the_prompt(smollm2_tokenizer):
         "Given a scientific claim and some relevant documents, rerank the documents that best "
         "support or refute the claim:\nDocuments:\n[1] d\nSearch Query: claim" in text
     )
+
+
+def test_for_dataset_switches_instructions_and_shares_the_rest(minilm_tokenizer):
+    from resrank_jax import init_backbone
+    from resrank_jax.models.embedding_model import EmbeddingModel
+    from resrank_jax.models.encoder import Encoder
+    from resrank_jax.rerank import Candidate
+    from resrank_jax.rerank.model_ranker import ModelRanker
+    from resrank_jax.train.models import TINY
+
+    model = EmbeddingModel(Encoder(init_backbone(TINY["tiny-bert"][0], seed=1)))
+    task = e2rank(minilm_tokenizer, passage_max_length=16, prompt_max_length=512)
+    ranker = ModelRanker(task, model)
+    scifact = ranker.for_dataset(dataset_key("SciFact-test"))
+    assert ranker.task.recipe.instructions == "default"
+    assert scifact.task.recipe.instructions == "scifact"
+    assert scifact.cache is ranker.cache and scifact._score is ranker._score
+    seen = []
+    scifact._score = lambda m, e, b, q: (seen.append(b["prompt_ids"]), ranker._score(m, e, b, q))[1]
+    cands = [Candidate("a", "claim one"), Candidate("b", "claim two")]
+    scifact.rank("a claim", cands)
+    text = minilm_tokenizer.hf.decode(seen[0][0], skip_special_tokens=True)
+    assert text.startswith("given a scientific claim and some relevant documents")
+    assert ranker.rank("a claim", cands).stats["passages_encoded"] == 0  # shared cache

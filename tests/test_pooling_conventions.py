@@ -197,7 +197,7 @@ def test_sentence_transformers_pooling_is_read(tmp_path, modes, expected):
     assert sentence_transformers_pooling(tmp_path)[0] == expected
     convention = pooling_convention(family="bert", model_dir=tmp_path)
     assert (convention.pooling, convention.padding_side) == (expected or "mean", "right")
-    assert convention.query_text("q") == "q"
+    assert convention.query_text("q", "Find it") == "q"
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 
 import jax
@@ -52,16 +53,10 @@ class ModelRanker(Ranker):
         self._fingerprint: str | None = None
 
     def for_dataset(self, instructions: str) -> ModelRanker:
-        """This ranker with another dataset's instructions (same model, cache and window)."""
-        ranker = ModelRanker(
-            self.task.with_recipe(instructions=instructions),
-            self.model,
-            window=self.window,
-            cache=self.cache,
-            batch_size=self.batch_size,
-        )
-        ranker._fingerprint = self._fingerprint
-        ranker._score = self._score  # scores do not depend on the instructions: no recompile
+        """This ranker with another dataset's instructions, sharing its model, cache, window
+        and compiled score (scores do not depend on the instructions)."""
+        ranker = copy.copy(self)
+        ranker.task = self.task.with_recipe(instructions=instructions)
         return ranker
 
     @property

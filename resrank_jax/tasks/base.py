@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from resrank_jax.instructions import encoder_query
+from resrank_jax.losses import NEG
 from resrank_jax.prompts import SlotPrompt, pad_slot_prompts
 from resrank_jax.tokenizer import TextTokenizer, bucket_length
 
@@ -87,8 +89,6 @@ class Task(abc.ABC):
 
     def query_input(self, query: str) -> str:
         """The encoder's query text (instruction format of its pooling convention)."""
-        from resrank_jax.instructions import encoder_query
-
         return encoder_query(self.encoder_tokenizer, query, self.recipe.instructions)
 
     @abc.abstractmethod
@@ -191,6 +191,4 @@ def prompt_bucket(lengths) -> int:
 
 def masked(scores_bk: jax.Array, cand_mask_bk: jax.Array) -> jax.Array:
     """``scores`` with padded candidates at ``NEG``."""
-    from resrank_jax.losses import NEG
-
     return jnp.where(cand_mask_bk.astype(bool), scores_bk, NEG)
