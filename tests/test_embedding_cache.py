@@ -110,3 +110,16 @@ def test_eval_cli_refuses_a_cache_of_another_length(tmp_path, capsys):
     assert eval_cli.main([*args, "--passage-max-length", "32"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not of this ranker's" in err[0]
+
+
+def test_dl19_and_scifact_share_the_docids_the_readme_names():
+    from resrank_jax.data.formats import read_candidates, read_corpus
+
+    dl19 = {
+        c.docid for q in read_candidates("data/trec-dl19/candidates.jsonl") for c in q.candidates
+    }
+    corpus = read_corpus("data/scifact/corpus.jsonl")
+    scifact = read_candidates("data/scifact/candidates.test.jsonl", corpus)
+    hits = [(q.qid, c.docid) for q in scifact for c in q.candidates if c.docid in dl19]
+    assert {d for _, d in hits} == {"5519177", "7869794"}
+    assert (len(hits), len({q for q, _ in hits}), len(scifact)) == (10, 9, 300)

@@ -90,7 +90,7 @@ def make_optimizer(params: nnx.State, stage: StageConfig, steps: int, cfg: Optim
     labels = trainable_labels(params, stage)
     groups = {"train": 1.0, **{f"train_x{m:g}": m for _, m in stage.lr_scale if m != 1.0}}
 
-    decay_mask = None if cfg.decay_norms_and_biases else weight_decay_mask(params)
+    decay_mask = weight_decay_mask(params, cfg.decay_norms_and_biases)
 
     def adamw(scale: float) -> optax.GradientTransformation:
         return optax.adamw(
