@@ -45,3 +45,28 @@ def test_embedding_presets_have_no_lm_head():
         param_count(PRESETS["qwen3-8b"]) - param_count(PRESETS["qwen3-embedding-8b"])
         == 151936 * 4096
     )
+
+
+def test_spec_preset_and_its_ablations_change_one_thing_each():
+    import dataclasses
+
+    from resrank_jax.config import resolve_config
+    from resrank_jax.models.config import ResRankConfig
+
+    spec = resolve_config("smollm2-135m-spec")
+    assert spec.model.resrank == ResRankConfig(phi="linear", projector_init="orthogonal")
+    assert (ResRankConfig().residual, ResRankConfig().query_vector) == ("norm_sum", "last")
+
+    def differences(name: str) -> set[str]:
+        a, b = dataclasses.asdict(spec), dataclasses.asdict(resolve_config(name))
+        return {k for k in a if a[k] != b[k]}
+
+    assert differences("smollm2-135m-no-residual") == {"model"}
+    assert resolve_config("smollm2-135m-no-residual").model.resrank == dataclasses.replace(
+        spec.model.resrank, residual="none"
+    )
+    for name in ("single-stage", "no-contrastive", "frozen-encoder"):
+        assert differences(f"smollm2-135m-{name}") == {"stages"}, name
+    assert [s.weights for s in resolve_config("smollm2-135m-no-contrastive").stages] == [
+        (("rank", 2.0),)
+    ] * 2
