@@ -127,11 +127,15 @@ def attend(
         return attend_with_mask(
             q_btnh, k_bskh, v_bskh, attention_mask(key_mask_bs, causal), impl=impl
         )
-    # Key padding as a [B, 1, 1, S] mask plus is_causal: the same call serves XLA and cuDNN
-    # (which then skips the masked-out causal blocks instead of materialising them).
-    key_mask_b11s = key_mask_bs.astype(bool)[:, None, None, :]
+    # Key padding as a mask plus is_causal (cuDNN then skips the masked-out causal blocks).
+    # XLA broadcasts a [B, 1, 1, S] mask; cuDNN turns the mask into a bias and requires its
+    # last two dims to be exactly (T, S) ("Bias must have same seq length as QKV", H200).
+    b, t, s = q_btnh.shape[0], q_btnh.shape[1], k_bskh.shape[1]
+    mask_b1ts = key_mask_bs.astype(bool)[:, None, None, :]
+    if impl == "cudnn":
+        mask_b1ts = jnp.broadcast_to(mask_b1ts, (b, 1, t, s))
     return jax.nn.dot_product_attention(
-        q_btnh, k_bskh, v_bskh, mask=key_mask_b11s, is_causal=causal, implementation=impl
+        q_btnh, k_bskh, v_bskh, mask=mask_b1ts, is_causal=causal, implementation=impl
     )
 
 
