@@ -4,6 +4,7 @@
                    [--model SOURCE] [--run-out FILE] [--metrics-json FILE] [--rel-level N]
 
 Repeat --candidates/--qrels (and --corpus, --name) to evaluate several datasets in one table.
+Input, config and file errors print one line and exit 2 (--debug: the traceback).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import json
 import sys
 from pathlib import Path
 
+from resrank_jax.cli_errors import add_debug_flag, run_cli
 from resrank_jax.evaluation import evaluate_ranker, format_table, load_dataset
-from resrank_jax.instructions import dataset_key
+from resrank_jax.instructions import INSTRUCTIONS, dataset_key
 from resrank_jax.rerank.base import Ranker
-from resrank_jax.rerank.encode import CacheMismatchError, EmbeddingCache
+from resrank_jax.rerank.encode import EmbeddingCache
 from resrank_jax.rerank.factory import RANKERS, build_ranker
 
 
@@ -57,9 +59,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help=".npz of passage embeddings for this encoder: loaded if present, updated after",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     if args.rel_level is not None and args.rel_level < 1:
         p.error(f"--rel-level must be >= 1, got {args.rel_level}")
+    if args.instructions not in (None, "per-dataset", *INSTRUCTIONS):
+        choices = ", ".join(("per-dataset", *INSTRUCTIONS))
+        p.error(f"--instructions {args.instructions!r}: choose from {choices}")
     n = len(args.candidates)
     for flag in ("qrels", "corpus", "name"):
         given = getattr(args, flag)
@@ -78,7 +84,13 @@ def with_instructions(ranker: Ranker, choice: str | None, dataset_name: str) -> 
 
 
 def main(argv=None) -> int:
+    """Input, config and file errors: one line on stderr and status 2 (``--debug``: traceback)."""
     args = parse_args(argv)
+    return run_cli(lambda: run(args), debug=args.debug)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Reads and checks every dataset first (bad input fails before a model is built)."""
     n = len(args.candidates)
     corpora = (args.corpus * n if args.corpus and len(args.corpus) == 1 else args.corpus) or [
         None
@@ -97,11 +109,7 @@ def main(argv=None) -> int:
     )
     cache = getattr(ranker, "cache", None)
     if args.embedding_cache and cache is not None and Path(args.embedding_cache).exists():
-        try:
-            ranker.cache = EmbeddingCache.load(args.embedding_cache, expect=ranker.encoder_key)
-        except CacheMismatchError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        ranker.cache = EmbeddingCache.load(args.embedding_cache, expect=ranker.encoder_key)
     results = {}
     for i, dataset in enumerate(datasets):
         run_out = args.run_out if n == 1 or not args.run_out else f"{args.run_out}.{i}"

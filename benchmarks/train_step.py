@@ -28,7 +28,7 @@ from resrank_jax import make_mesh
 from resrank_jax.config import resolve_config
 from resrank_jax.flops import Tower, param_count, step_flops
 from resrank_jax.train.batches import BatchBuilder
-from resrank_jax.train.loop import TOKEN_MASKS, load_lists
+from resrank_jax.train.data import TOKEN_MASKS, load_lists
 from resrank_jax.train.models import build_model, build_task
 from resrank_jax.train.state import build_stage_step
 

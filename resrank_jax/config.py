@@ -17,6 +17,7 @@ import types
 import typing
 from typing import Any, Literal
 
+from resrank_jax.errors import ConfigError, ConfigKeyError
 from resrank_jax.instructions import instructions_for
 from resrank_jax.models.config import ResRankConfig
 from resrank_jax.tasks import get_task
@@ -71,6 +72,7 @@ class DataConfig:
     instructions: str = "default"
     array_record_dir: str = ""
     candidate_order: Literal["first_stage", "shuffled"] = "first_stage"
+    dev_queries: int = 0  # the last N queries of ``candidates``, held out for eval_every
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +121,23 @@ class OptimConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoggingConfig:
+    """Tracking besides ``metrics.jsonl`` and TensorBoard: Weights & Biases (``wandb`` extra;
+    ``WANDB_MODE=offline`` works without an account)."""
+
+    wandb: bool = False
+    wandb_project: str = "resrank_jax"
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """A whole training run. Besides model, data, losses, optimizer and stages:
+    ``init_from`` (another run's directory: start from its latest params with a fresh
+    optimizer), ``allow_data_change`` (resume although the data files changed),
+    ``profile_steps`` (``A:B``: a ``jax.profiler`` trace of steps A..B into the TensorBoard
+    directory), ``eval_every`` (rank the ``data.dev_queries`` held-out queries every N steps
+    and log their nDCG@10) and ``keep_best`` (keep the best-dev checkpoint beside the latest)."""
+
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     loss: LossConfig = LossConfig()
@@ -135,6 +153,12 @@ class TrainConfig:
     log_every: int = 1
     seed: int = 0
     peak_tflops_per_device: float = 0.0  # for MFU; 0 = unknown (MFU not reported)
+    init_from: str = ""
+    allow_data_change: bool = False
+    logging: LoggingConfig = LoggingConfig()
+    profile_steps: str = ""
+    eval_every: int = 0
+    keep_best: bool = False
 
     def recipe(self) -> Recipe:
         """What ranking needs besides the weights (saved with the run as part of the config)."""
@@ -154,28 +178,51 @@ class TrainConfig:
         counts = [round(self.steps * s.fraction) for s in self.stages[:-1]]
         return [*counts, self.steps - sum(counts)]
 
+    def profile_window(self) -> tuple[int, int] | None:
+        """``profile_steps="A:B"`` as ``(A, B)`` (global steps, 1-based, inclusive)."""
+        if not self.profile_steps:
+            return None
+        first, _, last = self.profile_steps.partition(":")
+        try:
+            window = int(first), int(last or first)
+        except ValueError:
+            window = (0, 0)
+        if not 1 <= window[0] <= window[1]:
+            raise ConfigError(
+                f"profile_steps={self.profile_steps!r}: expected A:B with 1 <= A <= B"
+            )
+        return window
+
     def validate(self) -> TrainConfig:
         if self.steps < 1:
-            raise ValueError(f"steps={self.steps} must be >= 1")
+            raise ConfigError(f"steps={self.steps} must be >= 1")
         if self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every={self.checkpoint_every} must be >= 1")
+            raise ConfigError(f"checkpoint_every={self.checkpoint_every} must be >= 1")
         if not self.stages:
-            raise ValueError("at least one stage is required")
+            raise ConfigError("at least one stage is required")
         if any(s < 0 for s in self.stage_steps()):
-            raise ValueError(f"stage fractions {[s.fraction for s in self.stages]} exceed 1")
+            raise ConfigError(f"stage fractions {[s.fraction for s in self.stages]} exceed 1")
         for stage in self.stages:
             unknown = sorted({k for k, _ in stage.weights} - {"rank", "ret"})
             if unknown:
-                raise ValueError(f"stage {stage.name!r}: unknown loss terms {unknown} (rank, ret)")
+                raise ConfigError(f"stage {stage.name!r}: unknown loss terms {unknown} (rank, ret)")
             for pattern in stage.trainable:
                 try:
                     re.compile(pattern)
                 except re.error as err:
-                    raise ValueError(
+                    raise ConfigError(
                         f"stage {stage.name!r}: bad regex {pattern!r}: {err}"
                     ) from None
+        if self.eval_every < 0 or (self.eval_every > 0) != (self.data.dev_queries > 0):
+            raise ConfigError(
+                f"eval_every={self.eval_every} needs data.dev_queries > 0 (and the reverse): "
+                "the held-out queries it ranks"
+            )
+        if self.keep_best and not self.eval_every:
+            raise ConfigError("keep_best=true needs eval_every > 0 (the dev score it keeps)")
+        self.profile_window()
         if self.data.list_size < 2:
-            raise ValueError(f"data.list_size={self.data.list_size} must be >= 2")
+            raise ConfigError(f"data.list_size={self.data.list_size} must be >= 2")
         get_task(self.model.mode)
         instructions_for(self.data.instructions)
         return self
@@ -186,24 +233,25 @@ def _coerce(value: str, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     if origin is Literal:
         if value not in annotation.__args__:
-            raise ValueError(f"{key}={value!r}: choose from {annotation.__args__}")
+            raise ConfigError(f"{key}={value!r}: choose from {annotation.__args__}")
         return value
     if annotation is bool:
         if value.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"{key}={value!r} is not a boolean")
+            raise ConfigError(f"{key}={value!r} is not a boolean")
         return value.lower() in ("true", "1")
     if annotation in (int, float, str):
         try:
             return annotation(value)
         except ValueError:
-            raise ValueError(f"{key}={value!r} is not a {annotation.__name__}") from None
+            article = "an" if annotation is int else "a"
+            raise ConfigError(f"{key}={value!r} is not {article} {annotation.__name__}") from None
     if origin in (tuple, types.UnionType) or annotation is None:
         try:
             parsed = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            raise ValueError(f"{key}={value!r} is not a Python literal") from None
+            raise ConfigError(f"{key}={value!r} is not a Python literal") from None
         return tuple(parsed) if isinstance(parsed, list) else parsed
-    raise ValueError(f"{key}: overriding a value of type {annotation} is not supported")
+    raise ConfigError(f"{key}: overriding a value of type {annotation} is not supported")
 
 
 def _hints(cls) -> dict[str, Any]:
@@ -215,18 +263,20 @@ def apply_override(cfg: Any, key: str, value: str) -> Any:
     head, _, rest = key.partition(".")
     fields = {f.name for f in dataclasses.fields(cfg)}
     if head not in fields:
-        raise KeyError(f"unknown config key {key!r}; {type(cfg).__name__} has {sorted(fields)}")
+        raise ConfigKeyError(
+            f"unknown config key {key!r}; {type(cfg).__name__} has {sorted(fields)}"
+        )
     child = getattr(cfg, head)
     index, _, tail = rest.partition(".")
     if rest and isinstance(child, tuple) and index.isdigit():  # stages.1.lr=...
         if int(index) >= len(child) or not tail:
-            raise KeyError(f"unknown config key {key!r}: {head} has {len(child)} entries")
+            raise ConfigKeyError(f"unknown config key {key!r}: {head} has {len(child)} entries")
         items = list(child)
         items[int(index)] = apply_override(items[int(index)], tail, value)
         return dataclasses.replace(cfg, **{head: tuple(items)})
     if rest:
         if not dataclasses.is_dataclass(child):
-            raise KeyError(f"unknown config key {key!r}: {head} has no sub-keys")
+            raise ConfigKeyError(f"unknown config key {key!r}: {head} has no sub-keys")
         return dataclasses.replace(cfg, **{head: apply_override(child, rest, value)})
     return dataclasses.replace(cfg, **{head: _coerce(value, _hints(type(cfg))[head], key)})
 
@@ -250,12 +300,12 @@ def resolve_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Tr
     """The preset ``name`` (``configs/presets.py``) with ``key=value`` overrides, validated."""
     PRESETS = _load_presets()
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        raise ConfigKeyError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     cfg = PRESETS[name]
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"override {item!r} is not key=value")
+            raise ConfigError(f"override {item!r} is not key=value")
         cfg = apply_override(cfg, key.strip(), value.strip())
     return cfg.validate()
 

@@ -19,6 +19,7 @@ from resrank_jax.data.formats import (
 )
 from resrank_jax.data.irds import irds_qrels_format, load_irds, register_repo_collections
 from resrank_jax.data.metrics import default_rel_level, evaluate
+from resrank_jax.errors import ConfigError
 from resrank_jax.rerank.base import Ranker
 
 TABLE_COLUMNS = ("nDCG@10", "MRR@10", "R@100", "MAP")
@@ -47,7 +48,7 @@ def _irds_parts(candidates: str, qrels: str) -> _Parts:
     """An ``irds:<id>`` dataset (the same id for candidates and qrels)."""
     dataset_id = candidates.removeprefix("irds:")
     if qrels != candidates:
-        raise ValueError(f"with --candidates {candidates} pass the same id as --qrels")
+        raise ConfigError(f"with --candidates {candidates} pass the same id as --qrels")
     if dataset_id.startswith("resrank/"):
         register_repo_collections(Path(__file__).resolve().parent.parent / "data")
     queries, judgments = load_irds(dataset_id)

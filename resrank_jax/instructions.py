@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from resrank_jax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class Instructions:
@@ -105,7 +107,7 @@ def dataset_key(name: str) -> str:
 
 def instructions_for(key: str) -> Instructions:
     if key not in INSTRUCTIONS:
-        raise ValueError(f"unknown instructions {key!r}; choose from {', '.join(INSTRUCTIONS)}")
+        raise ConfigError(f"unknown instructions {key!r}; choose from {', '.join(INSTRUCTIONS)}")
     return INSTRUCTIONS[key]
 
 

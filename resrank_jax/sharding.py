@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from resrank_jax.errors import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # logical name -> mesh axis (or tuple of axes, or None = replicated)
@@ -38,18 +40,20 @@ def make_mesh(shape: Sequence[int] = (-1, 1, 1), devices: Sequence | None = None
     n = len(devices)
     shape = list(shape)
     if len(shape) != len(MESH_AXES):
-        raise ValueError(f"mesh shape {shape} must have {len(MESH_AXES)} entries {MESH_AXES}")
+        raise ConfigError(f"mesh shape {shape} must have {len(MESH_AXES)} entries {MESH_AXES}")
     if shape.count(-1) > 1:
-        raise ValueError(f"mesh shape {shape}: at most one entry may be -1")
+        raise ConfigError(f"mesh shape {shape}: at most one entry may be -1")
     if any(s == 0 or s < -1 for s in shape):
-        raise ValueError(f"mesh shape {shape}: entries must be positive or -1")
+        raise ConfigError(f"mesh shape {shape}: entries must be positive or -1")
     known = int(np.prod([s for s in shape if s != -1]))
     if -1 in shape:
         if n % known:
-            raise ValueError(f"mesh shape {shape} does not divide the {n} devices")
+            raise ConfigError(f"mesh shape {shape} does not divide the {n} devices")
         shape[shape.index(-1)] = n // known
     if int(np.prod(shape)) != n:
-        raise ValueError(f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, have {n}")
+        raise ConfigError(
+            f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, have {n}"
+        )
     return jax.make_mesh(
         tuple(shape), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices
     )

@@ -12,9 +12,11 @@ from resrank_jax.data.formats import (
     read_candidates,
     read_corpus,
     read_qrels,
+    read_qrels_with_format,
     read_queries,
     read_run,
 )
+from resrank_jax.errors import UserError
 
 GOOD = {
     "qid": "q1",
@@ -120,6 +122,54 @@ def test_qrels_run_and_queries_errors(tmp_path):
     topics.write_text("1\tfirst\n2\n")
     with pytest.raises(DataFormatError, match=r"t\.tsv:2:"):
         read_queries(topics)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1 0 d1 2\n1 0 d2 -1\n", ({"1": {"d1": 2, "d2": -1}}, "trec")),
+        ("query-id\tcorpus-id\tscore\n1\td1\t1\n", ({"1": {"d1": 1}}, "beir")),
+        ("\ufeffquery-id corpus-id score\r\n\r\n1 d1 100\r\n", ({"1": {"d1": 100}}, "beir")),
+        ("qid docid rel\n1 d1 0\n", ({"1": {"d1": 0}}, "beir")),  # a header by other names
+    ],
+)
+def test_qrels_formats(tmp_path, text, expected):
+    path = tmp_path / "q.txt"
+    path.write_text(text, encoding="utf-8")
+    assert read_qrels_with_format(path) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [  # TREC with its relevance column lost: docid 1017759 must not become a grade
+        ("19335 0 1017759\n", r"q\.txt:1: 3 columns '19335 0 1017759': neither TREC qrels "),
+        ("1 0 d1 1\n\n19335 0 1017759\n", r"q\.txt:3: 3-column row in TREC-format qrels"),
+        ("1 0 d1 1\n1 0 d2 1017759\n", r"q\.txt:2: relevance 1017759 is outside -1\.\.100"),
+        ("1 0 d1 -2\n", r"q\.txt:1: relevance -2 is outside -1\.\.100"),
+        ("query-id corpus-id score\n1 d1 101\n", r"q\.txt:2: relevance 101 is outside"),
+        ("1 0 d1 1.0\n", r"q\.txt:1: relevance '1\.0' is not an integer"),
+        ("query-id corpus-id score\n1 0 d1 1\n", r"q\.txt:2: 4-column row in BEIR-format"),
+        ("1 d1\n", r"q\.txt:1: 2 columns '1 d1': expected TREC 'qid 0 docid rel' or BEIR"),
+        ("1 0 d1 1\n\xff\n", r"q\.txt:2: not UTF-8 text \(byte 0xff\)"),
+        ("query-id corpus-id score\n", r"q\.txt: no judgments in file"),
+        ("", r"q\.txt: no judgments in file"),
+    ],
+)
+def test_qrels_errors_name_file_and_line(tmp_path, text, message):
+    path = tmp_path / "q.txt"
+    path.write_bytes(text.encode("latin-1") if "\xff" in text else text.encode())
+    with pytest.raises(DataFormatError, match=message) as caught:
+        read_qrels(path)
+    assert isinstance(caught.value, UserError) and isinstance(caught.value, ValueError)
+
+
+def test_empty_files_are_errors_naming_the_file(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataFormatError, match=r"empty\.jsonl: no queries in file"):
+        read_candidates(empty)
+    with pytest.raises(DataFormatError, match=r"empty\.jsonl: no documents in file"):
+        read_corpus(empty)
 
 
 def test_shared_data_reads():

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from resrank_jax.config import config_to_json, resolve_config
+from resrank_jax.train.data import load_lists
 from resrank_jax.train.lists import TrainingList, shuffle_candidates
-from resrank_jax.train.loop import _check_same_config, load_lists
+from resrank_jax.train.resume import check_same_config
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_resume_accepts_fields_added_at_their_default_and_rejects_changes(tmp_pa
     cfg = resolve_config("tiny")
     saved = json.loads(config_to_json(cfg))
     del saved["data"]["candidate_order"]  # a run saved before the field existed
-    _check_same_config(json.dumps(saved), config_to_json(cfg), tmp_path)
+    check_same_config(json.dumps(saved), config_to_json(cfg), tmp_path)
     shuffled = resolve_config("tiny", ["data.candidate_order=shuffled"])
     with pytest.raises(ValueError, match=r"differs in \['data'\]"):
-        _check_same_config(json.dumps(saved), config_to_json(shuffled), tmp_path)
+        check_same_config(json.dumps(saved), config_to_json(shuffled), tmp_path)

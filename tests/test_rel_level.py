@@ -100,9 +100,10 @@ def test_read_qrels_reports_the_format(tmp_path, files):
     _, beir, trec = files
     assert read_qrels_with_format(beir) == (GRADES, "beir")
     assert read_qrels_with_format(trec) == (GRADES, "trec")
-    headerless = tmp_path / "headerless.tsv"
+    headerless = tmp_path / "headerless.tsv"  # no BEIR header: maybe TREC missing a column
     headerless.write_text("q1\ta1\t1\n")
-    assert read_qrels_with_format(headerless) == ({"q1": {"a1": 1}}, "beir")
+    with pytest.raises(DataFormatError, match=r"headerless\.tsv:1: 3 columns .* neither TREC"):
+        read_qrels_with_format(headerless)
     mixed = tmp_path / "mixed.txt"
     mixed.write_text("q1 0 a1 1\nq1 a2 2\n")
     with pytest.raises(DataFormatError, match=r"mixed\.txt:2: 3-column row in TREC-format"):

@@ -92,7 +92,7 @@ def crafted_lists(cfg):
     """Two real SciFact lists of 4: list A gets a second judged positive (grade 1 beside its
     positive's 2); list B keeps its first two candidates plus a copy of A's positive (3 of 4:
     one padded candidate)."""
-    from resrank_jax.train.loop import load_lists
+    from resrank_jax.train.data import load_lists
 
     lists, _ = load_lists(cfg)
     a, b = lists[0], lists[1]

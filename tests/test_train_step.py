@@ -16,7 +16,8 @@ from resrank_jax import make_mesh
 from resrank_jax.config import OptimConfig, StageConfig, _load_presets, resolve_config
 from resrank_jax.models.build import state_shardings
 from resrank_jax.train.batches import BatchBuilder, ListIterator
-from resrank_jax.train.loop import load_lists, run_training
+from resrank_jax.train.data import load_lists
+from resrank_jax.train.loop import run_training
 from resrank_jax.train.models import build_model, build_task
 from resrank_jax.train.objective import compute_loss
 from resrank_jax.train.state import (

@@ -2,9 +2,7 @@
 checkpoints, SIGTERM, resume on another mesh, and a 2-process jax.distributed run."""
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -20,8 +18,9 @@ from tests.train_runs import (
     read_trec_run,
     run_train,
     start_and_wait,
-    train_cmd,
+    start_two_processes,
     trained_params,
+    wait_all,
 )
 
 # the tiny preset with a linear projector and the gate (on the slot states and the query):
@@ -131,36 +130,10 @@ def test_resume_onto_a_different_mesh(uninterrupted, tmp_path):
     np.testing.assert_allclose(losses, [m["loss"] for m in metric_lines(uninterrupted)], rtol=1e-4)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_cpu_run(tmp_path):
-    port = _free_port()
-    procs = []
-    for pid in range(2):
-        env = dict(
-            os.environ,
-            XLA_FLAGS="--xla_force_host_platform_device_count=4",
-            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-            JAX_NUM_PROCESSES="2",
-            JAX_PROCESS_ID=str(pid),
-        )
-        procs.append(
-            subprocess.Popen(
-                train_cmd(tmp_path, "steps=4", "checkpoint_every=2"),
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    codes, output = wait_all(start_two_processes(tmp_path, "steps=4", "checkpoint_every=2"))
+    assert codes == [0, 0], output
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["devices"] == 8 and summary["processes"] == 2
     assert [m["step"] for m in metric_lines(tmp_path)] == [1, 2, 3, 4]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -42,8 +43,48 @@ def run_train(out: Path, *overrides: str, env: dict | None = None) -> subprocess
     )
 
 
-def metric_lines(out: Path) -> list[dict]:
-    path = out / "metrics.jsonl"
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_two_processes(out, *overrides: str, env: dict | None = None) -> list[subprocess.Popen]:
+    """A 2-process ``jax.distributed`` run of the tiny preset (4 CPU devices each) into
+    ``out`` (a local path or a URL)."""
+    port, procs = free_port(), []
+    for pid in range(2):
+        proc_env = dict(
+            env or os.environ,
+            XLA_FLAGS="--xla_force_host_platform_device_count=4",
+            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+            JAX_NUM_PROCESSES="2",
+            JAX_PROCESS_ID=str(pid),
+        )
+        procs.append(
+            subprocess.Popen(
+                train_cmd(out, *overrides),
+                cwd=ROOT,
+                env=proc_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    return procs
+
+
+def wait_all(procs: list[subprocess.Popen]) -> tuple[list[int], str]:
+    """Return codes and the joined output of processes started by ``start_two_processes``."""
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    return [p.returncode for p in procs], "\n".join(o[-3000:] for o in outputs)
+
+
+def metric_lines(out) -> list[dict]:
+    """The records of a run's ``metrics.jsonl`` (``out``: a local path or a URL)."""
+    from resrank_jax.paths import as_path
+
+    path = as_path(out) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 

@@ -18,11 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from resrank_jax.errors import UserError
 from resrank_jax.rerank.base import Candidate
 
 
-class DataFormatError(ValueError):
-    """Malformed input; the message starts with ``file:line:``."""
+class DataFormatError(UserError, ValueError):
+    """Malformed input; the message starts with ``file:line:`` (``file:`` when the problem is
+    the whole file, e.g. an empty one)."""
 
     def __init__(self, path: str | Path, line: int | None, message: str) -> None:
         where = f"{path}:{line}" if line is not None else str(path)
@@ -36,10 +38,23 @@ class QueryCandidates:
     candidates: list[Candidate]
 
 
+def read_text(path: str | Path) -> str:
+    """The text of a UTF-8 file (a leading byte-order mark dropped); other bytes are a
+    ``DataFormatError`` naming the line."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataFormatError(path, line, f"not UTF-8 text (byte {data[err.start]:#04x})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as open() reads it
+
+
 def iter_json_records(path: str | Path) -> Iterator[tuple[int, Any]]:
     """``(line number, object)`` of a JSON Lines file, or of a JSON array file (line = index+1)."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)
@@ -88,6 +103,8 @@ def read_corpus(path: str | Path) -> dict[str, str]:
         if docid in corpus:
             raise DataFormatError(path, line, f"duplicate docid {docid!r}")
         corpus[docid] = text
+    if not corpus:
+        raise DataFormatError(path, None, "no documents in file")
     return corpus
 
 
@@ -156,44 +173,77 @@ QrelsFormat = Literal["beir", "trec"]
 """Where qrels come from: ``"beir"`` (BEIR TSV, ``query-id corpus-id score``) or ``"trec"``
 (``qid iter docid rel``). It decides the default relevance level of binary measures."""
 
+MIN_GRADE, MAX_GRADE = -1, 100
+"""Relevance grades a qrels file may hold (TREC uses -1..4, BEIR 0..2); anything else is a
+misread column (a docid read as a grade) or a broken file."""
+
+_BEIR_HEADER = (
+    frozenset({"query-id", "query_id", "queryid", "qid"}),
+    frozenset({"corpus-id", "corpus_id", "corpusid", "doc-id", "doc_id", "docid"}),
+    frozenset({"score", "relevance", "rel", "label", "grade"}),
+)
+
+
+def _is_beir_header(parts: list[str]) -> bool:
+    """``query-id corpus-id score`` (BEIR's header; ``qid docid rel`` and similar spellings)."""
+    return len(parts) == 3 and all(
+        part.lower() in names for part, names in zip(parts, _BEIR_HEADER, strict=True)
+    )
+
 
 def read_qrels_with_format(path: str | Path) -> tuple[dict[str, dict[str, int]], QrelsFormat]:
-    """Qrels and the format they were written in: ``"beir"`` for 3-column rows (with or
-    without the ``query-id corpus-id score`` header), ``"trec"`` for ``qid iter docid rel``.
-    A file mixing both is an error."""
-    path, qrels, fmt = Path(path), {}, None
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if number == 1 and parts[0] == "query-id":
-                fmt = "beir"
-                continue
-            if len(parts) == 4:
-                qid, _, docid, rel = parts
-                row_fmt = "trec"
-            elif len(parts) == 3:
-                qid, docid, rel = parts
-                row_fmt = "beir"
-            else:
-                raise DataFormatError(
-                    path, number, f"expected 'qid 0 docid rel', got {line.strip()!r}"
-                )
-            if fmt not in (None, row_fmt):
-                raise DataFormatError(
-                    path, number, f"{len(parts)}-column row in {fmt.upper()}-format qrels"
-                )
-            fmt = row_fmt
-            try:
-                grade = int(rel)
-            except ValueError:
-                raise DataFormatError(
-                    path, number, f"relevance {rel!r} is not an integer"
-                ) from None
-            if docid in qrels.setdefault(qid, {}) and qrels[qid][docid] != grade:
-                raise DataFormatError(path, number, f"conflicting judgments for ({qid}, {docid})")
-            qrels[qid][docid] = grade
+    """Qrels and the format they were written in: ``"trec"`` for 4-column ``qid iter docid
+    rel`` rows, ``"beir"`` for 3-column rows under a ``query-id corpus-id score`` header (the
+    first line). 3-column rows without the header, a file mixing both, grades that are not
+    integers in ``MIN_GRADE..MAX_GRADE`` and empty files are errors (``DataFormatError``)."""
+    path, qrels, fmt, first = Path(path), {}, None, True
+    for number, line in enumerate(read_text(path).split("\n"), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if first and _is_beir_header(parts):
+            fmt, first = "beir", False
+            continue
+        first = False
+        if len(parts) == 4:
+            qid, _, docid, rel = parts
+            row_fmt = "trec"
+        elif len(parts) == 3 and fmt is not None:  # under the header, or a mixed file
+            qid, docid, rel = parts
+            row_fmt = "beir"
+        elif len(parts) == 3:
+            raise DataFormatError(
+                path,
+                number,
+                f"3 columns {line.strip()!r}: neither TREC qrels ('qid 0 docid rel') nor BEIR "
+                "qrels (3 columns under a 'query-id corpus-id score' header line)",
+            )
+        else:
+            raise DataFormatError(
+                path,
+                number,
+                f"{len(parts)} columns {line.strip()!r}: expected TREC 'qid 0 docid rel' or "
+                "BEIR 'query-id corpus-id score' rows",
+            )
+        if fmt not in (None, row_fmt):
+            raise DataFormatError(
+                path, number, f"{len(parts)}-column row in {fmt.upper()}-format qrels"
+            )
+        fmt = row_fmt
+        try:
+            grade = int(rel)
+        except ValueError:
+            raise DataFormatError(path, number, f"relevance {rel!r} is not an integer") from None
+        if not MIN_GRADE <= grade <= MAX_GRADE:
+            raise DataFormatError(
+                path,
+                number,
+                f"relevance {grade} is outside {MIN_GRADE}..{MAX_GRADE} (a docid in the "
+                "relevance column?)",
+            )
+        if docid in qrels.setdefault(qid, {}) and qrels[qid][docid] != grade:
+            raise DataFormatError(path, number, f"conflicting judgments for ({qid}, {docid})")
+        qrels[qid][docid] = grade
     if not qrels:
         raise DataFormatError(path, None, "no judgments in file")
     return qrels, fmt

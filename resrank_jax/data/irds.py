@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from resrank_jax.data.formats import QrelsFormat, QueryCandidates
+from resrank_jax.errors import ConfigError
 from resrank_jax.rerank.base import Candidate
 
 
@@ -67,10 +68,15 @@ def load_irds(
     store) for every query that has scored docs, and its qrels."""
     import ir_datasets
 
-    dataset = ir_datasets.load(dataset_id)
+    try:
+        dataset = ir_datasets.load(dataset_id)
+    except KeyError:
+        raise ConfigError(f"unknown ir_datasets id {dataset_id!r}") from None
     for part in ("queries", "qrels", "scoreddocs", "docs"):
         if not getattr(dataset, f"has_{part}")():
-            raise ValueError(f"ir_datasets {dataset_id!r} has no {part}; it cannot serve reranking")
+            raise ConfigError(
+                f"ir_datasets {dataset_id!r} has no {part}; it cannot serve reranking"
+            )
     texts = {q.query_id: q.default_text() for q in dataset.queries_iter()}
     scored = defaultdict(list)
     for sd in dataset.scoreddocs_iter():

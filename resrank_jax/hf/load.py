@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from jax.sharding import Mesh
 
+from resrank_jax.errors import ConfigError
 from resrank_jax.hf.config_map import config_from_hf
 from resrank_jax.hf.gguf_file import GGUFFile
 from resrank_jax.hf.key_map import detect_prefix, rules_for
@@ -112,7 +113,7 @@ def load_backbone(
     hf_tok = None
     if path.is_file():
         if path.suffix != ".gguf":
-            raise ValueError(f"{path}: only .gguf files or HF directories can be loaded")
+            raise ConfigError(f"{path}: only .gguf files or HF directories can be loaded")
         gguf = GGUFFile(path)
         cfg = gguf.config.replace(**overrides)
         tensors: Mapping[str, np.ndarray] = gguf.tensors

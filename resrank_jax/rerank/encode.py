@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from resrank_jax.errors import UserError
 from resrank_jax.models.encoder import Encoder
 from resrank_jax.tokenizer import TextTokenizer
 
@@ -79,8 +80,9 @@ def text_key(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-class CacheMismatchError(ValueError):
-    """A saved embedding cache was made by another encoder or passage length."""
+class CacheMismatchError(UserError, ValueError):
+    """A saved embedding cache was made by another encoder or passage length (or before
+    encoder keys were recorded): the user's ``--embedding-cache`` file cannot serve."""
 
 
 class EmbeddingCache:

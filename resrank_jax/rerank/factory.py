@@ -3,6 +3,7 @@ weights)."""
 
 from __future__ import annotations
 
+from resrank_jax.errors import ConfigError
 from resrank_jax.hf.load import load_backbone
 from resrank_jax.hf.packaged import PACKAGED, packaged_weights
 from resrank_jax.models.bert import Bert
@@ -48,19 +49,19 @@ def build_ranker(
     (ResRank's fusion untrained). ``dtype`` (``float32``/``bfloat16``) is the params' and
     compute dtype of ``model``/``reranker``."""
     if name not in RANKERS:
-        raise ValueError(f"unknown ranker {name!r}; choose from {', '.join(RANKERS)}")
+        raise ConfigError(f"unknown ranker {name!r}; choose from {', '.join(RANKERS)}")
     if name in ("bm25", "identity"):
         return IdentityRanker(name)
     if checkpoint is not None:
         return ranker_from_run(name, checkpoint, passage_max_length)
     if model is None:
-        raise ValueError(f"ranker {name!r} needs --model SOURCE or --checkpoint DIR")
+        raise ConfigError(f"ranker {name!r} needs --model SOURCE or --checkpoint DIR")
     backbone, tokenizer = resolve_model(model, dtype)
     if tokenizer is None:
-        raise ValueError(f"{model}: no tokenizer found next to the weights")
+        raise ConfigError(f"{model}: no tokenizer found next to the weights")
     if name == "generative":
         if isinstance(backbone, Bert):
-            raise ValueError(f"ranker {name!r} needs a decoder LM; {model} is a BERT encoder")
+            raise ConfigError(f"ranker {name!r} needs a decoder LM; {model} is a BERT encoder")
         return GenerativeRanker(backbone, tokenizer)
     task_name, window = task_and_window(name)
     task_cls = get_task(task_name)
@@ -104,6 +105,6 @@ def ranker_from_run(name: str, run_dir: str, passage_max_length: int | None = No
     task_name, window = task_and_window(name)
     rankers = run_rankers(run_dir, passage_max_length)
     if task_name not in rankers:
-        raise ValueError(f"a {'/'.join(rankers)} run cannot serve ranker {name!r}")
+        raise ConfigError(f"a {'/'.join(rankers)} run cannot serve ranker {name!r}")
     ranker = rankers[task_name]
     return ranker if window is None else ModelRanker(ranker.task, ranker.model, window=window)

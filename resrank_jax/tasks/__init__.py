@@ -4,6 +4,7 @@ models up here; nothing else branches on a model's name."""
 
 from __future__ import annotations
 
+from resrank_jax.errors import ConfigError
 from resrank_jax.tasks.base import ListRows, Recipe, Task
 from resrank_jax.tasks.dense import DenseTask
 from resrank_jax.tasks.e2rank import E2RankTask
@@ -15,7 +16,7 @@ TASKS: dict[str, type[Task]] = {t.name: t for t in (ResRankTask, E2RankTask, Den
 def get_task(name: str) -> type[Task]:
     """The task class registered as ``name``."""
     if name not in TASKS:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(TASKS)}")
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(TASKS)}")
     return TASKS[name]
 
 

@@ -10,11 +10,13 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from resrank_jax.config import ModelConfig
+from resrank_jax.errors import ConfigError, UserError
 from resrank_jax.hf.load import load_backbone
 from resrank_jax.hf.packaged import PACKAGED, packaged_weights
 from resrank_jax.models.build import Backbone, default_mesh, init_backbone, state_shardings
 from resrank_jax.models.config import BertConfig, DecoderConfig
 from resrank_jax.models.encoder import Encoder
+from resrank_jax.paths import as_path
 from resrank_jax.tasks import Task, get_task
 from resrank_jax.tokenizer import TextTokenizer
 
@@ -60,7 +62,7 @@ def backbone_and_tokenizer(
     path = packaged_weights(source) if source in PACKAGED else source
     model, tokenizer = load_backbone(path, mesh=mesh, **overrides)
     if tokenizer is None:
-        raise ValueError(f"{source}: no tokenizer found next to the weights")
+        raise ConfigError(f"{source}: no tokenizer found next to the weights")
     return model, tokenizer
 
 
@@ -88,19 +90,30 @@ def load_trained(run_dir: str | Path, mesh: Mesh | None = None):
     Returns ``(model, task, config)``.
     """
     from resrank_jax.config import config_from_json
-    from resrank_jax.train.checkpoint import Checkpointer
 
-    run_dir = Path(run_dir)
+    run_dir = as_path(run_dir)
     if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"{run_dir}: not a training run (no config.json)")
+        raise UserError(f"{run_dir}: not a training run (no config.json)")
     cfg = config_from_json((run_dir / "config.json").read_text())
     mesh = default_mesh(mesh)
     model, enc_tok, rr_tok = build_model(cfg.model, mesh, cfg.seed)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    ckpt = Checkpointer(run_dir / "checkpoints", async_save=False)
+    params, _ = restore_params(run_dir, params, mesh)
+    return nnx.merge(graphdef, params, rest), build_task(cfg, enc_tok, rr_tok), cfg
+
+
+def restore_params(run_dir, params: nnx.State, mesh: Mesh) -> tuple[nnx.State, int]:
+    """The params of ``run_dir``'s latest committed checkpoint, restored onto the structure,
+    shapes and shardings of ``params`` (another model of the same shape: ``init_from``).
+
+    Returns ``(params, step)``."""
+    from resrank_jax.train.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(as_path(run_dir) / "checkpoints", async_save=False)
     step = ckpt.latest_step()
     if step is None:
-        raise FileNotFoundError(f"{run_dir}: no committed checkpoint")
+        ckpt.close()
+        raise UserError(f"{run_dir}: no committed checkpoint")
     target = jax.tree.map(
         lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
         params,
@@ -108,4 +121,4 @@ def load_trained(run_dir: str | Path, mesh: Mesh | None = None):
     )
     params = ckpt.restore(step, {"params": target}, with_opt_state=False)["params"]
     ckpt.close()
-    return nnx.merge(graphdef, params, rest), build_task(cfg, enc_tok, rr_tok), cfg
+    return params, step

@@ -1,0 +1,62 @@
+"""Training lists from the configured files, tokenised into memory or an ArrayRecord store."""
+
+from __future__ import annotations
+
+import jax
+from jax.experimental import multihost_utils
+
+from resrank_jax.config import TrainConfig
+from resrank_jax.data.formats import read_candidates, read_corpus, read_qrels
+from resrank_jax.tasks import Task
+from resrank_jax.train.batches import BatchBuilder, ListBatches
+from resrank_jax.train.lists import (
+    TrainingList,
+    lists_from_qrels,
+    lists_from_teacher_file,
+    shuffle_candidates,
+)
+
+# Batch fields that mark real (unpadded) tokens of each tower.
+TOKEN_MASKS = ("passage_mask", "query_mask", "prompt_mask")
+
+
+def load_lists(cfg: TrainConfig) -> tuple[list[TrainingList], dict[str, int]]:
+    """The training lists ``cfg.data`` describes, in ``data.candidate_order``, and counts."""
+    d = cfg.data
+    if d.teacher:
+        lists, counts = lists_from_teacher_file(d.teacher, list_size=d.list_size), {}
+    else:
+        corpus = read_corpus(d.corpus)
+        queries = read_candidates(d.candidates, corpus)
+        if d.dev_queries:  # held out for eval_every (train/dev_eval.py)
+            queries = queries[: -d.dev_queries]
+        if d.max_queries:
+            queries = queries[: d.max_queries]
+        lists, counts = lists_from_qrels(
+            queries, read_qrels(d.qrels), corpus, list_size=d.list_size
+        )
+    if d.candidate_order == "shuffled":
+        lists = shuffle_candidates(lists, cfg.seed)
+    return lists, counts
+
+
+def load_batches(cfg: TrainConfig, task: Task) -> tuple[ListBatches, dict]:
+    """The tokenised training lists and their counts: tokenised into memory or, with
+    ``data.array_record_dir`` (the ``tfds`` extra), written there once by process 0 (on a
+    filesystem every process sees) and then read back by random access."""
+
+    def tokenise() -> tuple[ListBatches, dict]:
+        lists, counts = load_lists(cfg)
+        return BatchBuilder(lists, task), counts
+
+    directory = cfg.data.array_record_dir
+    if not directory:
+        return tokenise()
+    from resrank_jax.data import array_record  # the optional tfds extra
+
+    name = array_record.dataset_name(cfg)
+    if jax.process_index() == 0 and not array_record.is_written(directory, name):
+        array_record.write(*tokenise(), directory, name)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("array_record")
+    return array_record.read(directory, name, task)

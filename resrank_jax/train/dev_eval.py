@@ -1,0 +1,60 @@
+"""nDCG@10 on held-out dev queries during training (``eval_every``), and the best-dev
+checkpoint (``keep_best``).
+
+The dev set is the last ``data.dev_queries`` queries of ``data.candidates`` (left out of the
+training lists by ``load_lists``), ranked over their candidates with the model's own ranker
+(``ModelRanker``: the same prompt and score as training) and judged by ``data.qrels``.
+"""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from resrank_jax.data.formats import read_candidates, read_corpus, read_qrels
+from resrank_jax.evaluation import Dataset, rerank_dataset, score_run
+from resrank_jax.rerank.model_ranker import ModelRanker
+from resrank_jax.train.checkpoint import Checkpointer
+
+
+def dev_dataset(data) -> Dataset:
+    """The held-out queries of ``data`` (a ``DataConfig``) with their judgments."""
+    queries = read_candidates(data.candidates, read_corpus(data.corpus))[-data.dev_queries :]
+    qrels = read_qrels(data.qrels)
+    return Dataset("dev", queries, {q.qid: qrels.get(q.qid, {}) for q in queries}, rel_level=1)
+
+
+class DevEval:
+    """Ranks the dev set with the run's current params; with ``keep_best`` saves the state of
+    each new best nDCG@10 into ``checkpoints_best/`` (one kept)."""
+
+    def __init__(self, run) -> None:
+        self.dataset = dev_dataset(run.cfg.data)
+        self.best = float("-inf")
+        self.best_ckpt = (
+            Checkpointer(run.out / "checkpoints_best", keep=1, async_save=False)
+            if run.cfg.keep_best
+            else None
+        )
+        if self.best_ckpt is not None and self.best_ckpt.latest_step() is not None:
+            meta = self.best_ckpt.restore_meta(self.best_ckpt.latest_step())
+            self.best = meta["dev_ndcg@10"]
+
+    def evaluate(self, run, iterator) -> float:
+        """nDCG@10 of the current params (every process calls it: params are gathered)."""
+        params = run.state["params"]
+        if jax.process_count() > 1:
+            params = multihost_utils.process_allgather(params, tiled=True)
+        model = nnx.merge(run.graphdef, params, run.rest)
+        ranked, _ = rerank_dataset(ModelRanker(run.task, model), self.dataset, progress=False)
+        ndcg = float(score_run(ranked, self.dataset, max_queries=None)["nDCG@10"])
+        if self.best_ckpt is not None and ndcg > self.best:
+            self.best = ndcg
+            meta = {**run.pos.meta(iterator.state), "dev_ndcg@10": ndcg, "config": run.config_json}
+            self.best_ckpt.save(run.pos.global_step, run.state, meta, force=True)
+        return ndcg
+
+    def close(self) -> None:
+        if self.best_ckpt is not None:
+            self.best_ckpt.close()
