@@ -9,7 +9,7 @@ export XLA_FLAGS ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-slow lint format bench clean
+.PHONY: install demo test test-slow test-wheel lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,13 +25,18 @@ $(WEIGHTS): $(STAMP)
 install: $(STAMP) $(WEIGHTS)
 
 demo: install
-	$(BIN)/python -m resrank_jax.demo
+	$(BIN)/resrank demo
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-slow: install
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m 'slow and not wheel'
+
+# The wheel as users get it: built, installed with --no-deps into a fresh venv (dependencies
+# from this one), `resrank train --config tiny` / `eval` / `rerank` run from a temporary dir.
+test-wheel: install
+	$(BIN)/python -m pytest -q -m wheel tests/test_wheel.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -1,6 +1,7 @@
 """Typed training configuration, presets derived from one base, and validated overrides.
 
-Presets live in ``configs/presets.py``. Overrides are ``key=value`` with dotted paths
+Presets live in ``resrank_jax/configs/presets.py`` (the repository's ``configs/`` links there).
+Overrides are ``key=value`` with dotted paths
 (``stages`` and ``mesh`` take Python literals; ``model.resrank.residual=none``) plus two
 shortcuts every preset accepts: ``steps`` (total optimizer steps over all stages, split by
 each stage's ``fraction``) and ``checkpoint_every``. Unknown keys, wrong types and
@@ -17,6 +18,7 @@ import types
 import typing
 from typing import Any, Literal
 
+from resrank_jax.data.bundled import resolve_data_path
 from resrank_jax.errors import ConfigError, ConfigKeyError
 from resrank_jax.instructions import instructions_for
 from resrank_jax.models.config import ResRankConfig
@@ -73,6 +75,13 @@ class DataConfig:
     array_record_dir: str = ""
     candidate_order: Literal["first_stage", "shuffled"] = "first_stage"
     dev_queries: int = 0  # the last N queries of ``candidates``, held out for eval_every
+
+    def file(self, key: Literal["candidates", "corpus", "qrels", "teacher"]) -> str:
+        """The path data file ``key`` is read from: as configured, except that a ``data/...``
+        path missing from the current directory names the packaged data (or
+        ``$RESRANK_DATA``'s), so the defaults train from any directory; see
+        ``resrank_jax.data.bundled``. Empty (no teacher file) stays empty."""
+        return resolve_data_path(getattr(self, key))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,22 +291,17 @@ def apply_override(cfg: Any, key: str, value: str) -> Any:
 
 
 def _load_presets() -> dict:
-    """``configs/presets.py`` of this checkout (found from the package, so any working
-    directory works)."""
-    import importlib.util
-    from pathlib import Path
+    """``resrank_jax.configs.presets.PRESETS``, imported as a module of the package (a wheel
+    ships it; any working directory works). Imported here, not at the top: the presets module
+    builds its configs from this one."""
+    from resrank_jax.configs.presets import PRESETS
 
-    path = Path(__file__).resolve().parent.parent / "configs" / "presets.py"
-    spec = importlib.util.spec_from_file_location("resrank_jax_presets", path)
-    if spec is None or not path.exists():
-        raise FileNotFoundError(f"{path}: the presets file of this checkout is missing")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.PRESETS
+    return PRESETS
 
 
 def resolve_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """The preset ``name`` (``configs/presets.py``) with ``key=value`` overrides, validated."""
+    """The preset ``name`` (``resrank_jax/configs/presets.py``) with ``key=value`` overrides,
+    validated."""
     PRESETS = _load_presets()
     if name not in PRESETS:
         raise ConfigKeyError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")

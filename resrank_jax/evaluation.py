@@ -17,9 +17,10 @@ from resrank_jax.data.formats import (
     read_qrels_with_format,
     write_run,
 )
-from resrank_jax.data.irds import irds_qrels_format, load_irds, register_repo_collections
+from resrank_jax.data.irds import irds_qrels_format, load_irds, register_bundled_collections
 from resrank_jax.data.metrics import default_rel_level, evaluate
 from resrank_jax.errors import ConfigError
+from resrank_jax.paths import as_path
 from resrank_jax.rerank.base import Ranker
 
 TABLE_COLUMNS = ("nDCG@10", "MRR@10", "R@100", "MAP")
@@ -50,7 +51,7 @@ def _irds_parts(candidates: str, qrels: str) -> _Parts:
     if qrels != candidates:
         raise ConfigError(f"with --candidates {candidates} pass the same id as --qrels")
     if dataset_id.startswith("resrank/"):
-        register_repo_collections(Path(__file__).resolve().parent.parent / "data")
+        register_bundled_collections()
     queries, judgments = load_irds(dataset_id)
     return dataset_id, queries, judgments, irds_qrels_format(dataset_id)
 
@@ -75,14 +76,14 @@ def load_dataset(
     rel_level: int | None = None,
 ) -> Dataset:
     """A dataset from files, or from an ir_datasets id written ``irds:<id>`` (for both
-    ``candidates`` and ``qrels``; ``irds:resrank/scifact/test`` is the repository's copy).
+    ``candidates`` and ``qrels``; ``irds:resrank/scifact/test`` is the packaged copy).
     ``rel_level`` (binary measures count rel >= it) defaults to the qrels' convention, see
     ``default_rel_level``: 1 for BEIR-format files and ir_datasets ids outside TREC DL, 2 for
     TREC-format files and TREC DL ids."""
     if str(candidates).startswith("irds:"):
         default, queries, judgments, qrels_format = _irds_parts(str(candidates), str(qrels))
     else:
-        default, queries, judgments, qrels_format = _file_parts(Path(candidates), qrels, corpus)
+        default, queries, judgments, qrels_format = _file_parts(as_path(candidates), qrels, corpus)
     if rel_level is None:
         rel_level = default_rel_level(qrels_format, judgments)
     return Dataset(name or default, queries, judgments, rel_level)

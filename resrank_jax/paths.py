@@ -41,11 +41,12 @@ def as_path(p: str | os.PathLike) -> epath.Path:
 def copy_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Copies the files under ``src`` to ``dst`` (either may be a URL), overwriting."""
     src, dst = as_path(src), as_path(dst)
-    for root, _, files in src.walk():  # (epath refuses ``**`` globs)
-        target = dst / root.relative_to(src)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in files:
-            (root / name).copy(target / name, overwrite=True)
+    dst.mkdir(parents=True, exist_ok=True)
+    for child in src.iterdir():  # (epath's walk yields URL roots without their scheme)
+        if child.is_dir():
+            copy_tree(child, dst / child.name)
+        else:
+            child.copy(dst / child.name, overwrite=True)
 
 
 @contextlib.contextmanager

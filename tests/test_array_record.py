@@ -9,7 +9,7 @@ import pytest
 
 import resrank_jax.data
 from resrank_jax.config import resolve_config
-from resrank_jax.train import loop
+from resrank_jax.train import data as train_data
 from resrank_jax.train.batches import BatchBuilder
 from resrank_jax.train.models import build_task
 
@@ -43,8 +43,10 @@ def task_of(cfg, tokenizers):
 @pytest.mark.parametrize("mode", ["resrank", "e2rank"])
 def test_array_record_batches_equal_in_memory_batches(mode, tokenizers, tmp_path):
     pytest.importorskip("tensorflow_datasets")
-    memory, memory_counts = loop.load_batches(tiny(mode), task_of(tiny(mode), tokenizers))
-    stored, stored_counts = loop.load_batches(tiny(mode, tmp_path), task_of(tiny(mode), tokenizers))
+    memory, memory_counts = train_data.load_batches(tiny(mode), task_of(tiny(mode), tokenizers))
+    stored, stored_counts = train_data.load_batches(
+        tiny(mode, tmp_path), task_of(tiny(mode), tokenizers)
+    )
     assert isinstance(memory, BatchBuilder) and not isinstance(stored.rows, list)
     assert (len(stored), stored.layout, stored.stats, stored_counts) == (
         len(memory),
@@ -68,15 +70,15 @@ def test_second_load_reuses_the_files_and_new_settings_get_new_ones(
     from resrank_jax.data import array_record
 
     cfg = tiny("resrank", tmp_path)
-    first, _ = loop.load_batches(cfg, task_of(cfg, tokenizers))
+    first, _ = train_data.load_batches(cfg, task_of(cfg, tokenizers))
     files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
     written = {p: p.stat().st_mtime_ns for p in files}
 
     def no_tokenising(_):
         raise AssertionError("lists tokenised again")
 
-    monkeypatch.setattr(loop, "load_lists", no_tokenising)
-    again, _ = loop.load_batches(cfg, task_of(cfg, tokenizers))
+    monkeypatch.setattr(train_data, "load_lists", no_tokenising)
+    again, _ = train_data.load_batches(cfg, task_of(cfg, tokenizers))
     assert {p: p.stat().st_mtime_ns for p in files} == written
     assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == files
     indices = np.arange(8)
@@ -97,4 +99,4 @@ def test_missing_tfds_extra_names_the_install_command(tokenizers, tmp_path, monk
     monkeypatch.delattr(resrank_jax.data, "array_record", raising=False)
     with pytest.raises(ImportError, match=r"pip install 'resrank_jax\[tfds\]'"):
         cfg = tiny("resrank", tmp_path)
-        loop.load_batches(cfg, task_of(cfg, tokenizers))
+        train_data.load_batches(cfg, task_of(cfg, tokenizers))

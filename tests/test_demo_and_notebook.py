@@ -28,8 +28,8 @@ def check_trained_rows(rows: dict, out) -> None:
     independent computation (NumPy cosines of ``encode_texts`` vectors; the training forward
     pass) and its order against its scores, and the reported nDCG@10 must be ir_measures' on
     those rankings."""
-    from resrank_jax.demo import SIZES, TRAINED
-    from resrank_jax.experiment import eval_datasets
+    from resrank_jax.apps.demo import SIZES, TRAINED
+    from resrank_jax.apps.experiment import eval_datasets
     from resrank_jax.rerank.encode import encode_texts
     from resrank_jax.rerank.factory import run_rankers
 
@@ -71,7 +71,7 @@ def check_trained_rows(rows: dict, out) -> None:
 
 def test_demo_reduced_mode_prints_a_real_table(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "resrank_jax.demo", "--reduced", "--output-dir", str(tmp_path)],
+        [sys.executable, "-m", "resrank_jax.apps.demo", "--reduced", "--output-dir", str(tmp_path)],
         cwd=ROOT,
         env=one_device_env(),
         capture_output=True,

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from resrank_jax import sweep
+from resrank_jax.apps import sweep
 from resrank_jax.data.formats import read_candidates, read_qrels
 from resrank_jax.rerank.encode import encode_texts
 from tests.test_evaluation import ndcg10_reference
@@ -22,7 +22,7 @@ def reference_ndcg(run_dir) -> dict[str, dict[str, float]]:
     """nDCG@10 (ir_measures) of the first 2 queries of each set, ranked by scores recomputed
     here from the trained run: dense as NumPy dot products of ``encode_texts`` vectors, ResRank
     through the training forward pass (``tests.train_runs.forward_scores``)."""
-    from resrank_jax.experiment import eval_datasets
+    from resrank_jax.apps.experiment import eval_datasets
     from resrank_jax.train.models import load_trained
 
     model, task, _ = load_trained(run_dir)

@@ -11,6 +11,7 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator  # test extra
 
 from resrank_jax.train.tracking import Tracker
+from tests.gcs_emulator import BUCKET, gcs_emulator  # noqa: F401 (fixture)
 
 
 def tracker(log_dir, start_step=0, **kwargs) -> Tracker:
@@ -50,6 +51,21 @@ def test_resume_purges_steps_after_the_checkpoint(tmp_path, start_step):
     first, resumed = range(1, start_step + 1), range(start_step + 1, 7)
     expected = [(s, 10.0 + s) for s in first] + [(s, 20.0 + s) for s in resumed]
     assert tensorboard_scalars(tmp_path) == {"loss": expected}
+
+
+def test_url_log_dir_is_uploaded_at_each_flush(tmp_path, gcs_emulator):  # noqa: F811
+    from resrank_jax.paths import as_path, copy_tree
+
+    url = f"gs://{BUCKET}/tracking/tensorboard"
+    with tracker(url) as t:
+        t.scalars(1, {"loss": 1.0})
+        t.flush()  # what a checkpoint save does
+        copy_tree(url, tmp_path / "after_flush")
+        t.scalars(2, {"loss": 0.5})
+    copy_tree(url, tmp_path / "after_close")
+    assert tensorboard_scalars(tmp_path / "after_flush") == {"loss": [(1, 1.0)]}
+    assert tensorboard_scalars(tmp_path / "after_close") == {"loss": [(1, 1.0), (2, 0.5)]}
+    assert not list(as_path(url).glob("*.tmp"))
 
 
 def test_disabled_tracker_does_nothing(tmp_path):

@@ -11,7 +11,6 @@ Candidates without text are resolved through a corpus (BEIR ``corpus.jsonl`` or 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from resrank_jax.errors import UserError
+from resrank_jax.paths import as_path
 from resrank_jax.rerank.base import Candidate
 
 
@@ -41,7 +41,7 @@ class QueryCandidates:
 def read_text(path: str | Path) -> str:
     """The text of a UTF-8 file (a leading byte-order mark dropped); other bytes are a
     ``DataFormatError`` naming the line."""
-    path = Path(path)
+    path = as_path(path)
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
@@ -53,7 +53,7 @@ def read_text(path: str | Path) -> str:
 
 def iter_json_records(path: str | Path) -> Iterator[tuple[int, Any]]:
     """``(line number, object)`` of a JSON Lines file, or of a JSON array file (line = index+1)."""
-    path = Path(path)
+    path = as_path(path)
     text = read_text(path)
     if text.lstrip().startswith("["):
         try:
@@ -93,7 +93,7 @@ def _doc_text(doc: dict) -> str | None:
 def read_corpus(path: str | Path) -> dict[str, str]:
     """``docid -> text`` from BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``; text =
     title + " " + text) or a ``{"docid", "text"}`` JSONL."""
-    path, corpus = Path(path), {}
+    path, corpus = as_path(path), {}
     for line, rec in iter_json_records(path):
         key = "_id" if isinstance(rec, dict) and "_id" in rec else "docid"
         docid = str(_field(rec, key, path, line, (str, int)))
@@ -155,7 +155,7 @@ def read_candidates(
     path: str | Path, corpus: dict[str, str] | None = None
 ) -> list[QueryCandidates]:
     """All queries of a candidate file, in file order; duplicate qids are errors."""
-    path, out, seen = Path(path), [], {}
+    path, out, seen = as_path(path), [], {}
     for line, rec in iter_json_records(path):
         qc = _parse_candidate_record(rec, path, line, corpus)
         if qc.qid in seen:
@@ -196,7 +196,7 @@ def read_qrels_with_format(path: str | Path) -> tuple[dict[str, dict[str, int]],
     rel`` rows, ``"beir"`` for 3-column rows under a ``query-id corpus-id score`` header (the
     first line). 3-column rows without the header, a file mixing both, grades that are not
     integers in ``MIN_GRADE..MAX_GRADE`` and empty files are errors (``DataFormatError``)."""
-    path, qrels, fmt, first = Path(path), {}, None, True
+    path, qrels, fmt, first = as_path(path), {}, None, True
     for number, line in enumerate(read_text(path).split("\n"), 1):
         parts = line.split()
         if not parts:
@@ -256,7 +256,7 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
 
 def read_run(path: str | Path) -> dict[str, dict[str, float]]:
     """TREC run ``qid Q0 docid rank score tag``."""
-    path, run = Path(path), {}
+    path, run = as_path(path), {}
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             parts = line.split()
@@ -278,7 +278,7 @@ def read_run(path: str | Path) -> dict[str, dict[str, float]]:
 
 def read_queries(path: str | Path) -> dict[str, str]:
     """``qid -> text`` from BEIR ``queries.jsonl`` or a TREC topics TSV (``qid<TAB>text``)."""
-    path = Path(path)
+    path = as_path(path)
     if path.suffix == ".jsonl":
         out = {}
         for line, rec in iter_json_records(path):
@@ -286,19 +286,25 @@ def read_queries(path: str | Path) -> dict[str, str]:
             qid = str(_field(rec, key, path, line, (str, int)))
             out[qid] = _field(rec, "text" if "text" in rec else "query", path, line)
         return out
-    with path.open(encoding="utf-8") as f:
-        rows = list(csv.reader(f, delimiter="\t"))
     out = {}
-    for number, row in enumerate(rows, 1):
+    for number, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        row = line.split("\t")  # not csv: quotes in a query are text (MS MARCO has them)
         if len(row) != 2:
             raise DataFormatError(path, number, "expected 'qid<TAB>text'")
         out[row[0]] = row[1]
     return out
 
 
-def write_run(path: str | Path, run: dict[str, list[tuple[str, float]]], tag: str) -> None:
-    """Writes a TREC run; ``run[qid]`` is ``[(docid, score)]`` best first."""
-    with Path(path).open("w", encoding="utf-8") as f:
+def write_run(
+    path: str | Path, run: dict[str, list[tuple[str, float]]], tag: str, *, exact: bool = False
+) -> None:
+    """Writes a TREC run; ``run[qid]`` is ``[(docid, score)]`` best first. Scores are written
+    with 6 decimals, or with ``exact`` as the shortest text that reads back the same float
+    (so scores that differ only after 6 decimals still order a tool that sorts by score)."""
+    with as_path(path).open("w", encoding="utf-8") as f:
         for qid, ranked in run.items():
             for rank, (docid, score) in enumerate(ranked, 1):
-                f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+                text = repr(float(score)) if exact else f"{score:.6f}"
+                f.write(f"{qid} Q0 {docid} {rank} {text} {tag}\n")

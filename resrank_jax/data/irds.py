@@ -62,17 +62,21 @@ def register_local(
 
 
 def load_irds(
-    dataset_id: str, *, depth: int = 100
+    dataset_id: str, *, depth: int | None = 100, need_qrels: bool = True
 ) -> tuple[list[QueryCandidates], dict[str, dict[str, int]]]:
-    """Candidate lists (the dataset's scored docs, top ``depth`` by score, texts from its doc
-    store) for every query that has scored docs, and its qrels."""
+    """Candidate lists (the dataset's scored docs, top ``depth`` by score or all of them for
+    ``None``, texts from its doc store) for every query that has scored docs, and its qrels
+    (``{}`` for a dataset without qrels when not ``need_qrels``)."""
     import ir_datasets
 
     try:
         dataset = ir_datasets.load(dataset_id)
     except KeyError:
         raise ConfigError(f"unknown ir_datasets id {dataset_id!r}") from None
+    has_qrels = dataset.has_qrels()
     for part in ("queries", "qrels", "scoreddocs", "docs"):
+        if part == "qrels" and not need_qrels:
+            continue
         if not getattr(dataset, f"has_{part}")():
             raise ConfigError(
                 f"ir_datasets {dataset_id!r} has no {part}; it cannot serve reranking"
@@ -99,7 +103,7 @@ def load_irds(
         for qid, hits in tops.items()
     ]
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    for q in dataset.qrels_iter():
+    for q in dataset.qrels_iter() if has_qrels else ():
         qrels[q.query_id][q.doc_id] = int(q.relevance)
     return out, dict(qrels)
 
@@ -108,13 +112,16 @@ def irds_qrels_format(dataset_id: str) -> QrelsFormat:
     """The qrels convention of an ir_datasets id: ``"trec"`` for TREC Deep Learning ids (a
     ``trec-dl*`` component, e.g. ``msmarco-passage/trec-dl-2019/judged``), whose binary
     measures count rel >= 2; ``"beir"`` (rel >= 1, trec_eval's default) for every other id,
-    e.g. ``beir/trec-covid`` or the repository's ``resrank/scifact/test``."""
+    e.g. ``beir/trec-covid`` or the packaged ``resrank/scifact/test``."""
     return "trec" if any(part.startswith("trec-dl") for part in dataset_id.split("/")) else "beir"
 
 
-def register_repo_collections(data_dir: str | Path) -> None:
-    """Registers the repository's SciFact copy as ``resrank/scifact/{train,test}``."""
-    d = Path(data_dir) / "scifact"
+def register_bundled_collections(data_dir: str | Path | None = None) -> None:
+    """Registers the packaged SciFact copy (``data_dir``, default
+    ``resrank_jax.data.bundled.data_dir()``) as ``resrank/scifact/{train,test}``."""
+    from resrank_jax.data.bundled import data_dir as bundled_dir
+
+    d = Path(data_dir if data_dir is not None else bundled_dir()) / "scifact"
     for split in ("train", "test"):
         register_local(
             f"resrank/scifact/{split}",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -40,6 +40,47 @@ class Ranking:
     stats: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class RerankResult:
+    """What ``Ranker.rerank`` returns: iterating gives ``(index, score)`` pairs best first
+    (``index`` into the documents as given).
+
+    Attributes:
+        order: document indices, best first.
+        scores: one score per document, in the order given (higher is better).
+        docids: the documents' ids best first (a plain string's id is its index, as text).
+        stats: the ranker's counters (``Ranking.stats``).
+    """
+
+    order: np.ndarray
+    scores: np.ndarray
+    docids: list[str]
+    stats: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        return ((int(i), float(self.scores[i])) for i in self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def top(self, k: int) -> list[tuple[int, float]]:
+        """The best ``k`` ``(index, score)`` pairs."""
+        return list(self)[:k]
+
+
+def as_candidates(docs: Sequence[str | Candidate]) -> list[Candidate]:
+    """Documents as ``Candidate``s: a plain string becomes ``Candidate(str(index), text)``."""
+    out = []
+    for i, doc in enumerate(docs):
+        if isinstance(doc, Candidate):
+            out.append(doc)
+        elif isinstance(doc, str):
+            out.append(Candidate(str(i), doc))
+        else:
+            raise TypeError(f"document {i}: expected a str or Candidate, got {type(doc).__name__}")
+    return out
+
+
 def order_by_scores(scores: np.ndarray) -> np.ndarray:
     """Indices by descending score; ties keep the first-stage order (stable)."""
     return np.argsort(-np.asarray(scores, np.float64), kind="stable")
@@ -61,6 +102,18 @@ class Ranker(abc.ABC):
         if sorted(ranking.order.tolist()) != list(range(len(candidates))):
             raise AssertionError(f"{self.name} returned an invalid permutation {ranking.order}")
         return ranking
+
+    def rerank(self, query: str, docs: Sequence[str | Candidate]) -> RerankResult:
+        """Ranks ``docs`` (plain strings, ``Candidate``s, or both) for ``query``:
+        ``ranker.rerank("what is a flea?", ["text", ...])``. Scores and order are
+        ``rank``'s."""
+        if isinstance(docs, str):
+            raise TypeError("docs must be a sequence of documents, not one string")
+        candidates = as_candidates(docs)
+        ranking = self.rank(query, candidates)
+        order = np.asarray(ranking.order)
+        docids = [candidates[i].docid for i in order.tolist()]
+        return RerankResult(order, np.asarray(ranking.scores), docids, dict(ranking.stats))
 
     @abc.abstractmethod
     def _rank(self, query: str, candidates: list[Candidate]) -> Ranking: ...

@@ -18,6 +18,11 @@ from resrank_jax.tasks.dense import DenseTask
 
 RANKERS = ("bm25", "identity", *TASKS, "resrank-window", "generative")
 ZERO_SHOT_PASSAGE_LENGTH = 256
+DEFAULT_WINDOW = (20, 10)
+"""RankGPT's sliding windows (size, step): ``resrank-window`` and ``generative`` by default."""
+WINDOWED = ("e2rank", "resrank", "resrank-window", "generative")
+"""Rankers that take ``window=(size, step)``; ``resrank`` and ``e2rank`` rank in one pass
+unless given one (dense scores passages one by one: windows cannot change its order)."""
 
 
 def resolve_model(source: str, dtype: str = "float32"):
@@ -27,9 +32,29 @@ def resolve_model(source: str, dtype: str = "float32"):
     return load_backbone(path, dtype=dtype, param_dtype=dtype)
 
 
-def task_and_window(name: str) -> tuple[str, tuple[int, int] | None]:
-    """``resrank-window`` is ResRank with RankGPT's 20/10 windows; other names are tasks."""
-    return ("resrank", (20, 10)) if name == "resrank-window" else (name, None)
+def check_window(name: str, window: tuple[int, int] | None) -> tuple[int, int] | None:
+    """``window`` checked for ranker ``name``: ``ConfigError`` for a ranker that takes none
+    (``WINDOWED``) or sizes ``sliding_windows`` refuses (size >= 2, 1 <= step <= size)."""
+    if window is None:
+        return None
+    if name not in WINDOWED:
+        raise ConfigError(
+            f"ranker {name!r} does not rank in windows; windows serve {', '.join(WINDOWED)}"
+        )
+    size, step = window
+    if size < 2 or not 1 <= step <= size:
+        raise ConfigError(f"window {size}/{step}: need size >= 2 and 1 <= stride <= size")
+    return size, step
+
+
+def task_and_window(
+    name: str, window: tuple[int, int] | None = None
+) -> tuple[str, tuple[int, int] | None]:
+    """``resrank-window`` is ResRank with sliding windows, ``window`` or RankGPT's 20/10
+    (``DEFAULT_WINDOW``); other names are tasks, windowed only when given ``window``."""
+    if name == "resrank-window":
+        return "resrank", window or DEFAULT_WINDOW
+    return name, window
 
 
 def build_ranker(
@@ -41,29 +66,41 @@ def build_ranker(
     passage_max_length: int | None = None,
     resrank_config: ResRankConfig | None = None,
     dtype: str = "float32",
+    window: tuple[int, int] | None = None,
 ) -> Ranker:
     """A ranker by name. ``checkpoint``: a training run, ranked with its own recipe (prompt
     settings, lengths, instructions); ``passage_max_length`` overrides the run's. Otherwise
     ``model`` is the encoder (dense, e2rank, resrank) or the generator (generative) and
     ``reranker`` the ResRank Reranker-LLM (default: the same source as ``model``), zero-shot
-    (ResRank's fusion untrained). ``dtype`` (``float32``/``bfloat16``) is the params' and
-    compute dtype of ``model``/``reranker``."""
+    (ResRank's fusion untrained); a ``model`` directory holding ``resrank.json`` is an
+    exported reranker (``resrank_jax.artifact``), ranked with its trained head, recipe and
+    dtype. ``dtype`` (``float32``/``bfloat16``) is the params' and
+    compute dtype of ``model``/``reranker``. ``window`` ``(size, step)``: sliding windows for
+    the rankers of ``WINDOWED`` (``resrank-window`` and ``generative``: 20/10 without it)."""
     if name not in RANKERS:
         raise ConfigError(f"unknown ranker {name!r}; choose from {', '.join(RANKERS)}")
+    window = check_window(name, window)
     if name in ("bm25", "identity"):
         return IdentityRanker(name)
     if checkpoint is not None:
-        return ranker_from_run(name, checkpoint, passage_max_length)
+        return ranker_from_run(name, checkpoint, passage_max_length, window=window)
     if model is None:
         raise ConfigError(f"ranker {name!r} needs --model SOURCE or --checkpoint DIR")
+    from resrank_jax.artifact import is_artifact, load_ranker
+
+    if is_artifact(model):  # an exported reranker (resrank export): its own weights and recipe
+        if reranker not in (None, model) or resrank_config is not None:
+            raise ConfigError(f"{model} is an exported reranker: it brings its own reranker")
+        return load_ranker(model, name, passage_max_length=passage_max_length, window=window)
     backbone, tokenizer = resolve_model(model, dtype)
     if tokenizer is None:
         raise ConfigError(f"{model}: no tokenizer found next to the weights")
     if name == "generative":
         if isinstance(backbone, Bert):
             raise ConfigError(f"ranker {name!r} needs a decoder LM; {model} is a BERT encoder")
-        return GenerativeRanker(backbone, tokenizer)
-    task_name, window = task_and_window(name)
+        size, step = window or DEFAULT_WINDOW
+        return GenerativeRanker(backbone, tokenizer, window=size, step=step)
+    task_name, window = task_and_window(name, window)
     task_cls = get_task(task_name)
     rr_backbone, rr_tokenizer = None, tokenizer
     if task_cls.needs_reranker:
@@ -100,9 +137,16 @@ def run_rankers(run_dir: str, passage_max_length: int | None = None) -> dict[str
     }
 
 
-def ranker_from_run(name: str, run_dir: str, passage_max_length: int | None = None) -> Ranker:
-    """One ranker of ``run_rankers``; ``resrank-window`` is a ResRank run's windowed pass."""
-    task_name, window = task_and_window(name)
+def ranker_from_run(
+    name: str,
+    run_dir: str,
+    passage_max_length: int | None = None,
+    *,
+    window: tuple[int, int] | None = None,
+) -> Ranker:
+    """One ranker of ``run_rankers``; ``resrank-window`` is a ResRank run's windowed pass
+    (``window``, default 20/10), and ``window`` makes any listwise ranker of the run windowed."""
+    task_name, window = task_and_window(name, check_window(name, window))
     rankers = run_rankers(run_dir, passage_max_length)
     if task_name not in rankers:
         raise ConfigError(f"a {'/'.join(rankers)} run cannot serve ranker {name!r}")

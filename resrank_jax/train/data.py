@@ -24,16 +24,16 @@ def load_lists(cfg: TrainConfig) -> tuple[list[TrainingList], dict[str, int]]:
     """The training lists ``cfg.data`` describes, in ``data.candidate_order``, and counts."""
     d = cfg.data
     if d.teacher:
-        lists, counts = lists_from_teacher_file(d.teacher, list_size=d.list_size), {}
+        lists, counts = lists_from_teacher_file(d.file("teacher"), list_size=d.list_size), {}
     else:
-        corpus = read_corpus(d.corpus)
-        queries = read_candidates(d.candidates, corpus)
+        corpus = read_corpus(d.file("corpus"))
+        queries = read_candidates(d.file("candidates"), corpus)
         if d.dev_queries:  # held out for eval_every (train/dev_eval.py)
             queries = queries[: -d.dev_queries]
         if d.max_queries:
             queries = queries[: d.max_queries]
         lists, counts = lists_from_qrels(
-            queries, read_qrels(d.qrels), corpus, list_size=d.list_size
+            queries, read_qrels(d.file("qrels")), corpus, list_size=d.list_size
         )
     if d.candidate_order == "shuffled":
         lists = shuffle_candidates(lists, cfg.seed)

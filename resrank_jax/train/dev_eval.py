@@ -20,8 +20,9 @@ from resrank_jax.train.checkpoint import Checkpointer
 
 def dev_dataset(data) -> Dataset:
     """The held-out queries of ``data`` (a ``DataConfig``) with their judgments."""
-    queries = read_candidates(data.candidates, read_corpus(data.corpus))[-data.dev_queries :]
-    qrels = read_qrels(data.qrels)
+    corpus = read_corpus(data.file("corpus"))
+    queries = read_candidates(data.file("candidates"), corpus)[-data.dev_queries :]
+    qrels = read_qrels(data.file("qrels"))
     return Dataset("dev", queries, {q.qid: qrels.get(q.qid, {}) for q in queries}, rel_level=1)
 
 

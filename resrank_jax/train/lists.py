@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from resrank_jax.data.formats import DataFormatError, QueryCandidates, iter_json_records
+from resrank_jax.paths import as_path
 
 
 @dataclasses.dataclass
@@ -77,7 +78,7 @@ def lists_from_qrels(
 
 def lists_from_teacher_file(path: str | Path, *, list_size: int) -> list[TrainingList]:
     """Reads E2Rank-format teacher lists (first ``list_size`` documents of each)."""
-    path, out = Path(path), []
+    path, out = as_path(path), []
     for line, rec in iter_json_records(path):
         if not isinstance(rec, dict) or not {"query", "documents", "ranking"} <= set(rec):
             raise DataFormatError(path, line, "expected fields 'query', 'documents', 'ranking'")

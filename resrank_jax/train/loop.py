@@ -13,10 +13,10 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
+from resrank_jax.artifact import write_artifact
 from resrank_jax.config import TrainConfig
 from resrank_jax.flops import step_flops
-from resrank_jax.hf.export import export_hf
-from resrank_jax.paths import is_url, staged
+from resrank_jax.paths import is_url
 from resrank_jax.train.batches import ListIterator
 from resrank_jax.train.data import TOKEN_MASKS
 from resrank_jax.train.dev_eval import DevEval
@@ -194,9 +194,8 @@ def finish(run: Run, compiles: dict) -> dict:
 
 
 def export(model, task, out) -> None:
-    """HF directories of the trained encoder (and reranker) backbones at ``out`` (a local path
-    or a URL: written locally, then copied)."""
-    with staged(out) as local:
-        export_hf(model.encoder.backbone, local / "encoder", tokenizer=task.encoder_tokenizer)
-        if task.needs_reranker:
-            export_hf(model.reranker, local / "reranker", tokenizer=task.reranker_tokenizer)
+    """The trained model at ``out`` (a local path or a URL: written locally, then copied) as
+    an artifact that loads without the run (``resrank_jax.artifact``): HF directories of the
+    encoder (and reranker) backbones with their tokenizers, ResRank's head
+    (``head.safetensors``) and ``resrank.json``; ``resrank export`` adds a model card."""
+    write_artifact(model, task, out)

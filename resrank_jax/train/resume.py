@@ -20,10 +20,13 @@ from resrank_jax.errors import ConfigError
 from resrank_jax.paths import as_path
 from resrank_jax.train.batches import IteratorState
 
-# Keys a rerun may change: the mesh (restore onto another device layout), logging and
-# tracking, the total steps (only upwards) and the permission to resume on changed data.
+# Keys a rerun may change: the mesh (restore onto another device layout), how often and how
+# many checkpoints are kept, logging and tracking, the total steps (only upwards) and the
+# permission to resume on changed data.
 RESUMABLE_CHANGES = (
     "mesh",
+    "checkpoint_every",
+    "keep_checkpoints",
     "log_every",
     "peak_tflops_per_device",
     "steps",
@@ -119,7 +122,7 @@ def data_fingerprint(cfg: TrainConfig) -> dict[str, str]:
     """SHA-256 of each training data file the config names (local paths or URLs)."""
     prints = {}
     for key in DATA_FILES:
-        name = getattr(cfg.data, key)
+        name = cfg.data.file(key)
         if name:
             digest = hashlib.sha256()
             with as_path(name).open("rb") as f:

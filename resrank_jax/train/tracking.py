@@ -1,21 +1,26 @@
 """Experiment tracking for training runs: TensorBoard scalars, optional W&B, a profiler window.
 
 ``Tracker`` is the one object the training loop talks to. TensorBoard event files are written
-by ``tensorboardX`` (local paths or URLs such as ``gs://bucket/run/tensorboard``). A resumed run
-purges the steps logged after its checkpoint, so TensorBoard shows each step once.
+by ``tensorboardX``. For a URL such as ``gs://bucket/run/tensorboard`` they (and profiler
+traces) are written to a local directory and uploaded through ``etils.epath`` at every
+``flush`` (each checkpoint) and at ``close``: one storage layer for the whole run, instead of
+tensorboardX's own GCS client. A resumed run purges the steps logged after its checkpoint, so
+TensorBoard shows each step once.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 import time
 from types import TracebackType
 from typing import Any
 
 import jax
 
-from resrank_jax.paths import as_path, is_url
+from resrank_jax.paths import as_path, copy_tree, is_url
 
 
 class Tracker:
@@ -53,9 +58,18 @@ class Tracker:
         if profile_steps is not None and profile_steps[0] > profile_steps[1]:
             raise ValueError(f"profile_steps={profile_steps}: the first step comes after the last")
         self._log_dir = os.fspath(log_dir)
+        # where the writers write: log_dir itself, or a local directory uploaded to the URL
+        self._local_dir = (
+            tempfile.mkdtemp(prefix="resrank-tensorboard-")
+            if enabled and is_url(self._log_dir)
+            else self._log_dir
+        )
         self._profile_steps = profile_steps if enabled else None
         self._tracing = False
-        self._tensorboard = _tensorboard_writer(self._log_dir, start_step) if enabled else None
+        self._tensorboard = (
+            _tensorboard_writer(self._local_dir, start_step + 1) if enabled else None
+        )
+        self._writing = enabled  # False once closed
         self._wandb = None
         if enabled and wandb:
             if wandb_dir is None and not is_url(self._log_dir):
@@ -64,6 +78,8 @@ class Tracker:
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         """Logs ``values`` (tag -> number) at ``step``."""
+        if self._tensorboard is None and self._writing:  # the next file after a flush
+            self._tensorboard = _tensorboard_writer(self._local_dir, purge_step=None)
         if self._tensorboard is not None:
             for tag, value in values.items():
                 self._tensorboard.add_scalar(tag, value, step)
@@ -72,14 +88,24 @@ class Tracker:
 
     def flush(self) -> None:
         """Writes pending TensorBoard events; call it after each checkpoint save, so the event
-        file covers every checkpointed step even if the process is then killed."""
+        files cover every checkpointed step even if the process is then killed.
+
+        tensorboardX's own ``flush`` leaves events in its writer thread's queue, so the writer
+        is closed (which drains the queue) and the next scalars start a new event file."""
         if self._tensorboard is not None:
-            self._tensorboard.flush()
+            self._tensorboard.close()
+            self._tensorboard = None
+            self._upload()
+
+    def _upload(self) -> None:
+        """Copies the local event files and traces to the URL ``log_dir`` (if it is one)."""
+        if self._local_dir != self._log_dir:
+            copy_tree(self._local_dir, self._log_dir)
 
     def step_started(self, step: int) -> None:
         """Starts the profiler trace when ``step`` is the first step of ``profile_steps``."""
         if self._profile_steps is not None and step == self._profile_steps[0]:
-            jax.profiler.start_trace(self._log_dir)
+            jax.profiler.start_trace(self._local_dir)
             self._tracing = True
 
     def step_finished(self, step: int) -> None:
@@ -95,9 +121,13 @@ class Tracker:
         """Stops an open trace and flushes and closes the writers (calling it again is a no-op)."""
         if self._tracing:
             self._stop_trace()
+        self._writing = False
         if self._tensorboard is not None:
             self._tensorboard.close()
             self._tensorboard = None
+        if self._local_dir != self._log_dir and os.path.isdir(self._local_dir):
+            self._upload()
+            shutil.rmtree(self._local_dir, ignore_errors=True)
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
@@ -114,17 +144,18 @@ class Tracker:
         self.close()
 
 
-def _tensorboard_writer(log_dir: str, start_step: int) -> Any:
-    """A ``tensorboardX.SummaryWriter`` that hides the events after ``start_step`` in ``log_dir``.
+def _tensorboard_writer(log_dir: str, purge_step: int | None) -> Any:
+    """A ``tensorboardX.SummaryWriter`` writing a new event file in ``log_dir``.
 
-    ``purge_step`` writes a ``SessionLog.START`` event at that step; TensorBoard's reader then
+    ``purge_step`` (the first step of a fresh or resumed run; None for the later files of the
+    same run) writes a ``SessionLog.START`` event at that step; TensorBoard's reader then
     drops every event of that step or later read before it (from the killed run's file).
     """
     from tensorboardX import SummaryWriter  # imported here: only the lead process pays for it
 
     return SummaryWriter(
         log_dir,
-        purge_step=start_step + 1,  # also for 0: a run killed before its first checkpoint
+        purge_step=purge_step,  # a fresh run purges from 1: one killed before its first save
         flush_secs=30,
         # tensorboardX names files by the second and truncates an existing one: a unique,
         # increasing suffix keeps a quick restart from overwriting the previous file and keeps

@@ -1,7 +1,7 @@
 """One experiment: train a preset on SciFact train, then rerank BM25 top-100 of TREC DL19 and
 SciFact test with what it trained, next to the BM25 order and the zero-shot MiniLM encoder.
 
-    python -m resrank_jax.experiment --preset smollm2-135m --output-dir runs/exp \\
+    python -m resrank_jax.apps.experiment --preset smollm2-135m --output-dir runs/exp \\
         [--dl19-queries N] [--scifact-queries N] [--passage-max-length L] [key=value ...]
 
 Rerunning resumes the training run (and reuses a finished one) and recomputes the metrics.
@@ -16,16 +16,17 @@ import time
 from pathlib import Path
 
 from resrank_jax.config import config_to_json, resolve_config
+from resrank_jax.data.bundled import data_dir
 from resrank_jax.evaluation import Dataset, evaluate_ranker, format_table, load_dataset
 from resrank_jax.rerank.base import IdentityRanker, Ranker
 from resrank_jax.rerank.factory import build_ranker, run_rankers
 from resrank_jax.train.loop import run_training
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-
 
 def eval_datasets(dl19_queries: int = 0, scifact_queries: int = 0) -> list[tuple[Dataset, int]]:
-    """DL19 and SciFact test (BM25 top-100) with how many queries to rank (0: all)."""
+    """DL19 and SciFact test (BM25 top-100) with how many queries to rank (0: all), from the
+    packaged data (or ``$RESRANK_DATA``)."""
+    DATA = data_dir()
     dl19 = load_dataset(
         DATA / "trec-dl19/candidates.jsonl", DATA / "trec-dl19/qrels.txt", name="DL19"
     )

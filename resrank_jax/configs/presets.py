@@ -1,5 +1,6 @@
 """Training presets. Each derives from ``BASE`` (or another preset) with
-``dataclasses.replace``; nothing is copied. ``python train.py --config NAME`` picks one."""
+``dataclasses.replace``; nothing is copied. ``resrank train --config NAME`` (or
+``python train.py --config NAME`` in a checkout) picks one."""
 
 import dataclasses
 

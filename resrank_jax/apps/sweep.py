@@ -1,7 +1,7 @@
 """Ablation sweep: train and evaluate several presets with the same overrides and query
 subsets, and write one markdown table (plus the BM25 and zero-shot dense rows they share).
 
-    python -m resrank_jax.sweep --output-dir runs/ablations \\
+    python -m resrank_jax.apps.sweep --output-dir runs/ablations \\
         [--presets smollm2-135m smollm2-135m-no-residual ...] [--dl19-queries N] \\
         [--scifact-queries N] [--passage-max-length L] [key=value ...]
 
@@ -15,7 +15,12 @@ import argparse
 import json
 from pathlib import Path
 
-from resrank_jax.experiment import baseline_rankers, eval_datasets, evaluate_rankers, run_experiment
+from resrank_jax.apps.experiment import (
+    baseline_rankers,
+    eval_datasets,
+    evaluate_rankers,
+    run_experiment,
+)
 
 ABLATIONS = {
     "smollm2-135m-spec": "ResRank as published (SPEC defaults: norm_sum residual, reranker "

@@ -3,7 +3,8 @@ SmolLM2-135M-Instruct reranker) dual-stage on SciFact train, as published (SPEC 
 in our gated variant, then rerank BM25 top-100 of SciFact test and TREC DL19 with every
 ranker, print one table, and save JSON, markdown and an nDCG-vs-latency plot.
 
-    python -m resrank_jax.demo [--full | --reduced] [--generative] [--output-dir runs/demo]
+    resrank demo [--full | --reduced] [--generative] [--output-dir runs/demo]
+    python -m resrank_jax.apps.demo ...   (the same)
 
 Defaults fit ~15 minutes on 2 CPU cores (query subsets, short passages); ``--full`` ranks all
 queries after one pass over the training lists (72 min); ``--reduced`` is the seconds-scale
@@ -20,11 +21,11 @@ import json
 import time
 from pathlib import Path
 
+from resrank_jax.apps.experiment import eval_datasets
+from resrank_jax.apps.plot import quality_latency_svg
 from resrank_jax.config import resolve_config
 from resrank_jax.evaluation import evaluate_ranker, format_table
-from resrank_jax.experiment import eval_datasets
 from resrank_jax.hf.packaged import packaged_weights
-from resrank_jax.plot import quality_latency_svg
 from resrank_jax.rerank.base import IdentityRanker
 from resrank_jax.rerank.factory import build_ranker, run_rankers
 from resrank_jax.sharding import mesh_shape_for_batch
@@ -59,15 +60,14 @@ SIZES = {
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--full", action="store_true", help="all queries, one pass over the lists")
-    mode.add_argument("--reduced", action="store_true", help="tiny smoke run (tests)")
-    p.add_argument(
-        "--generative", action="store_true", help="also the generative baseline on DL19 (slow)"
-    )
-    p.add_argument("--output-dir", default="runs/demo")
-    args = p.parse_args(argv)
+    """``python -m resrank_jax.apps.demo``: the same command as ``resrank demo``."""
+    from resrank_jax.cli import run_subcommand
+
+    return run_subcommand("demo", argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The demo with ``resrank demo``'s flags (``resrank_jax/cli/demo.py``)."""
     size = SIZES["full" if args.full else "reduced" if args.reduced else "default"]
     out = Path(args.output_dir)
     started = time.perf_counter()

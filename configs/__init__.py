@@ -1,1 +1,0 @@
-"""Training presets (typed, derived from one base)."""
