@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -155,9 +155,20 @@ def read_candidates(
     path: str | Path, corpus: dict[str, str] | None = None
 ) -> list[QueryCandidates]:
     """All queries of a candidate file, in file order; duplicate qids are errors."""
-    path, out, seen = as_path(path), [], {}
-    for line, rec in iter_json_records(path):
-        qc = _parse_candidate_record(rec, path, line, corpus)
+    path = as_path(path)
+    records = iter_json_records(path)
+    return unique_queries(
+        ((line, _parse_candidate_record(rec, path, line, corpus)) for line, rec in records), path
+    )
+
+
+def unique_queries(
+    numbered: Iterable[tuple[int, QueryCandidates]], path: Path
+) -> list[QueryCandidates]:
+    """The queries of ``(line, query)`` pairs read from ``path``, in order; a repeated qid or
+    no query at all is a ``DataFormatError``."""
+    out, seen = [], {}
+    for line, qc in numbered:
         if qc.qid in seen:
             raise DataFormatError(
                 path, line, f"duplicate qid {qc.qid!r} (first on line {seen[qc.qid]})"

@@ -33,6 +33,7 @@ from resrank_jax.data.formats import (
     read_corpus,
     read_queries,
     read_text,
+    unique_queries,
 )
 from resrank_jax.paths import as_path
 from resrank_jax.rerank.base import Candidate
@@ -114,23 +115,18 @@ def read_requests(path: str | Path, corpus: Mapping[str, str] | None = None) -> 
     optional title, or absent when ``corpus`` has the docid), or any other candidate format
     of ``read_candidates`` (resrank/shared, RankGPT), in file order. Duplicate qids, empty
     lists and missing texts are ``DataFormatError`` with the file and line."""
-    path, out, docs, seen = as_path(path), [], {}, {}
+    path, docs = as_path(path), {}
     plain_corpus = dict(corpus) if corpus is not None else None
-    for line, rec in iter_json_records(path):
-        if isinstance(rec, dict) and isinstance(rec.get("query"), dict):
-            qc, query_docs = _rank_llm_record(rec, path, line, corpus)
-            docs[qc.qid] = query_docs
-        else:
-            qc = _parse_candidate_record(rec, path, line, plain_corpus)
-        if qc.qid in seen:
-            raise DataFormatError(
-                path, line, f"duplicate qid {qc.qid!r} (first on line {seen[qc.qid]})"
-            )
-        seen[qc.qid] = line
-        out.append(qc)
-    if not out:
-        raise DataFormatError(path, None, "no queries in file")
-    return RerankRequests(out, docs)
+
+    def parsed() -> Iterable[tuple[int, QueryCandidates]]:
+        for line, rec in iter_json_records(path):
+            if isinstance(rec, dict) and isinstance(rec.get("query"), dict):
+                qc, docs[qc.qid] = _rank_llm_record(rec, path, line, corpus)
+            else:
+                qc = _parse_candidate_record(rec, path, line, plain_corpus)
+            yield line, qc
+
+    return RerankRequests(unique_queries(parsed(), path), docs)
 
 
 @dataclasses.dataclass(frozen=True)
