@@ -16,28 +16,16 @@ import argparse
 import json
 from pathlib import Path
 
+from resrank_jax.cli.ranker_args import add_ranker_source
 from resrank_jax.instructions import INSTRUCTIONS, dataset_key
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from resrank_jax.rerank.factory import RANKERS
-
     p.add_argument("--candidates", action="append", required=True, help="candidate JSON(L) file")
     p.add_argument("--qrels", action="append", required=True, help="TREC or BEIR qrels")
     p.add_argument("--corpus", action="append", help="corpus for candidates without text")
     p.add_argument("--name", action="append", help="dataset names (default: folder/file)")
-    p.add_argument("--ranker", required=True, choices=RANKERS)
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", help="a train.py output directory (latest checkpoint)")
-    source.add_argument(
-        "--model", help="encoder / generator: HF dir, hub id, .gguf, or packaged name"
-    )
-    p.add_argument("--reranker", help="ResRank Reranker-LLM source (default: --model)")
-    p.add_argument(
-        "--passage-max-length",
-        type=int,
-        help="encoder tokens per passage (default: a run's own recipe; 256 for --model)",
-    )
+    add_ranker_source(p)
     p.add_argument(
         "--instructions",
         help="prompt instructions: a key of resrank_jax.instructions (default: the run's, or "

@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from resrank_jax.cli.ranker_args import add_ranker_source
 from resrank_jax.errors import ConfigError
 
 DEFAULT_DEPTH = 100
@@ -26,7 +27,6 @@ DEFAULT_DEPTH = 100
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from resrank_jax.data.metrics import DEFAULT_MEASURES
     from resrank_jax.instructions import INSTRUCTIONS
-    from resrank_jax.rerank.factory import RANKERS
 
     inp = p.add_argument_group("input (one of --run, --requests, --irds)")
     inp.add_argument("--run", help="TREC run 'qid Q0 docid rank score tag' (first stage)")
@@ -42,13 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     inp.add_argument("--max-queries", type=int, metavar="N", help="rerank only the first N")
 
     rk = p.add_argument_group("ranker")
-    rk.add_argument("--ranker", required=True, choices=RANKERS)
-    source = rk.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", help="a training run directory (latest checkpoint)")
-    source.add_argument(
-        "--model", help="encoder / generator: HF dir, hub id, .gguf, or packaged name"
-    )
-    rk.add_argument("--reranker", help="ResRank Reranker-LLM source (default: --model)")
+    add_ranker_source(rk)
     rk.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     rk.add_argument(
         "--depth",
@@ -70,11 +64,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         metavar="S",
         help="sliding window step (default 10 with the default window, else W/2)",
-    )
-    rk.add_argument(
-        "--passage-max-length",
-        type=int,
-        help="encoder tokens per passage (default: a run's own recipe; 256 for --model)",
     )
     rk.add_argument("--batch-size", type=int, default=32, help="passages per encoder call")
     rk.add_argument(

@@ -1,0 +1,27 @@
+"""The flags that choose a ranker and its weights, shared by ``resrank eval`` and ``resrank
+rerank``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_ranker_source(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--ranker``, ``--checkpoint`` or ``--model``, ``--reranker`` and
+    ``--passage-max-length``."""
+    from resrank_jax.rerank.factory import RANKERS
+
+    p.add_argument("--ranker", required=True, choices=RANKERS)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", help="a training run directory (latest checkpoint)")
+    source.add_argument(
+        "--model",
+        help="encoder / generator: HF dir, hub id, .gguf, packaged name, or a directory "
+        "written by `resrank export`",
+    )
+    p.add_argument("--reranker", help="ResRank Reranker-LLM source (default: --model)")
+    p.add_argument(
+        "--passage-max-length",
+        type=int,
+        help="encoder tokens per passage (default: a run's own recipe; 256 for --model)",
+    )
