@@ -11,10 +11,10 @@ from safetensors.numpy import load_file
 from train_runs import ROOT
 
 from resrank_jax import Candidate, ModelRanker, build_ranker, export_artifact, load_ranker
-from resrank_jax.artifact import evaluation_results
 from resrank_jax.cli import main as cli_main
 from resrank_jax.config import config_to_json, resolve_config
 from resrank_jax.evaluation import evaluate_ranker, load_dataset
+from resrank_jax.model_card import evaluation_results
 from resrank_jax.rerank.factory import ranker_from_run
 from resrank_jax.tasks.dense import DenseTask
 from resrank_jax.train.loop import run_training

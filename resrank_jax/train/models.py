@@ -87,8 +87,13 @@ def load_trained(run_dir: str | Path, mesh: Mesh | None = None):
     """The model of a training run at its latest committed checkpoint (all params, ResRank's
     projector/scale/gate included), with its task (the run's recipe) and config.
 
-    Returns ``(model, task, config)``.
+    Returns ``(model, task, config)``; ``load_trained_at_step`` also gives the step.
     """
+    return load_trained_at_step(run_dir, mesh)[:3]
+
+
+def load_trained_at_step(run_dir: str | Path, mesh: Mesh | None = None):
+    """``(model, task, config, step)`` of a training run's latest committed checkpoint."""
     from resrank_jax.config import config_from_json
 
     run_dir = as_path(run_dir)
@@ -98,8 +103,8 @@ def load_trained(run_dir: str | Path, mesh: Mesh | None = None):
     mesh = default_mesh(mesh)
     model, enc_tok, rr_tok = build_model(cfg.model, mesh, cfg.seed)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    params, _ = restore_params(run_dir, params, mesh)
-    return nnx.merge(graphdef, params, rest), build_task(cfg, enc_tok, rr_tok), cfg
+    params, step = restore_params(run_dir, params, mesh)
+    return nnx.merge(graphdef, params, rest), build_task(cfg, enc_tok, rr_tok), cfg, step
 
 
 def restore_params(run_dir, params: nnx.State, mesh: Mesh) -> tuple[nnx.State, int]:
