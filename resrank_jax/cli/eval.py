@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from resrank_jax.cli.ranker_args import add_ranker_source
+from resrank_jax.cli.ranker_args import add_ranker_source, ranker_from_args
 from resrank_jax.instructions import INSTRUCTIONS, dataset_key
 
 
@@ -98,7 +98,6 @@ def run(args: argparse.Namespace) -> int:
     from resrank_jax.evaluation import evaluate_ranker, format_table, load_dataset
     from resrank_jax.paths import as_path
     from resrank_jax.rerank.encode import EmbeddingCache
-    from resrank_jax.rerank.factory import build_ranker
 
     n = len(args.candidates)
     corpora = (args.corpus * n if args.corpus and len(args.corpus) == 1 else args.corpus) or [
@@ -109,13 +108,7 @@ def run(args: argparse.Namespace) -> int:
         load_dataset(_data_path(c), _data_path(q), _data_path(k), m, rel_level=args.rel_level)
         for c, q, k, m in zip(args.candidates, args.qrels, corpora, names, strict=True)
     ]
-    ranker = build_ranker(
-        args.ranker,
-        checkpoint=args.checkpoint,
-        model=args.model,
-        reranker=args.reranker,
-        passage_max_length=args.passage_max_length,
-    )
+    ranker = ranker_from_args(args)
     cache = getattr(ranker, "cache", None)
     if args.embedding_cache and cache is not None and Path(args.embedding_cache).exists():
         ranker.cache = EmbeddingCache.load(args.embedding_cache, expect=ranker.encoder_key)

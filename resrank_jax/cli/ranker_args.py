@@ -25,3 +25,18 @@ def add_ranker_source(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
         type=int,
         help="encoder tokens per passage (default: a run's own recipe; 256 for --model)",
     )
+
+
+def ranker_from_args(args: argparse.Namespace, **options):
+    """The ranker the flags of ``add_ranker_source`` name (``options``: more ``build_ranker``
+    keywords, e.g. ``dtype`` or ``window``)."""
+    from resrank_jax.rerank.factory import build_ranker
+
+    return build_ranker(
+        args.ranker,
+        checkpoint=args.checkpoint,
+        model=args.model,
+        reranker=args.reranker,
+        passage_max_length=args.passage_max_length,
+        **options,
+    )

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from resrank_jax.cli.ranker_args import add_ranker_source
+from resrank_jax.cli.ranker_args import add_ranker_source, ranker_from_args
 from resrank_jax.errors import ConfigError
 
 DEFAULT_DEPTH = 100
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     from resrank_jax.data.requests import write_requests_jsonl
     from resrank_jax.instructions import dataset_key
     from resrank_jax.rerank.encode import EmbeddingCache
-    from resrank_jax.rerank.factory import build_ranker, check_window
+    from resrank_jax.rerank.factory import check_window
     from resrank_jax.rerank.model_ranker import ModelRanker
     from resrank_jax.rerank_run import (
         format_metrics,
@@ -175,15 +175,7 @@ def run(args: argparse.Namespace) -> int:
     measures = parse_measures(args.measures or DEFAULT_MEASURES, rel_level) if qrels else {}
     queries = source.requests.queries[: args.max_queries]
 
-    ranker = build_ranker(
-        args.ranker,
-        checkpoint=args.checkpoint,
-        model=args.model,
-        reranker=args.reranker,
-        passage_max_length=args.passage_max_length,
-        dtype=args.dtype,
-        window=window,
-    )
+    ranker = ranker_from_args(args, dtype=args.dtype, window=window)
     if args.instructions is not None:
         key = dataset_key(source.name) if args.instructions == "per-dataset" else args.instructions
         ranker = ranker.for_dataset(key)

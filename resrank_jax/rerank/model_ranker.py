@@ -59,6 +59,13 @@ class ModelRanker(Ranker):
         ranker.task = self.task.with_recipe(instructions=instructions)
         return ranker
 
+    def with_model(self, model) -> ModelRanker:
+        """This ranker with other weights of the same model (training's dev evaluation),
+        sharing its compiled score; passage vectors start from an empty cache."""
+        ranker = copy.copy(self)
+        ranker.model, ranker.cache, ranker._fingerprint = model, EmbeddingCache(), None
+        return ranker
+
     @property
     def encoder_key(self) -> tuple[str, int]:
         """``(encoder fingerprint, passage max length)``: the cache key of this ranker's

@@ -33,6 +33,7 @@ class DevEval:
     def __init__(self, run) -> None:
         self.dataset = dev_dataset(run.cfg.data)
         self.best = float("-inf")
+        self.ranker: ModelRanker | None = None  # one compiled score for every evaluation
         self.best_ckpt = (
             Checkpointer(run.out / "checkpoints_best", keep=1, async_save=False)
             if run.cfg.keep_best
@@ -48,7 +49,8 @@ class DevEval:
         if jax.process_count() > 1:
             params = multihost_utils.process_allgather(params, tiled=True)
         model = nnx.merge(run.graphdef, params, run.rest)
-        ranked, _ = rerank_dataset(ModelRanker(run.task, model), self.dataset, progress=False)
+        self.ranker = self.ranker.with_model(model) if self.ranker else ModelRanker(run.task, model)
+        ranked, _ = rerank_dataset(self.ranker, self.dataset, progress=False)
         ndcg = float(score_run(ranked, self.dataset, max_queries=None)["nDCG@10"])
         if self.best_ckpt is not None and ndcg > self.best:
             self.best = ndcg
