@@ -287,16 +287,22 @@ def read_run(path: str | Path) -> dict[str, dict[str, float]]:
     return run
 
 
+def read_json_queries(path: str | Path) -> dict[str, str]:
+    """``qid -> text`` of JSON Lines or a JSON array: ``_id``/``text`` as BEIR writes, or
+    ``qid``/``query``."""
+    path, out = as_path(path), {}
+    for line, rec in iter_json_records(path):
+        key = "_id" if isinstance(rec, dict) and "_id" in rec else "qid"
+        qid = str(_field(rec, key, path, line, (str, int)))
+        out[qid] = _field(rec, "text" if "text" in rec else "query", path, line)
+    return out
+
+
 def read_queries(path: str | Path) -> dict[str, str]:
     """``qid -> text`` from BEIR ``queries.jsonl`` or a TREC topics TSV (``qid<TAB>text``)."""
     path = as_path(path)
     if path.suffix == ".jsonl":
-        out = {}
-        for line, rec in iter_json_records(path):
-            key = "_id" if isinstance(rec, dict) and "_id" in rec else "qid"
-            qid = str(_field(rec, key, path, line, (str, int)))
-            out[qid] = _field(rec, "text" if "text" in rec else "query", path, line)
-        return out
+        return read_json_queries(path)
     out = {}
     for number, line in enumerate(read_text(path).split("\n"), 1):
         if not line.strip():

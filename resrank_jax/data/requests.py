@@ -31,6 +31,7 @@ from resrank_jax.data.formats import (
     _parse_candidate_record,
     iter_json_records,
     read_corpus,
+    read_json_queries,
     read_queries,
     read_text,
     unique_queries,
@@ -185,14 +186,7 @@ def read_topics(path: str | Path) -> dict[str, str]:
     starting with ``{``/``[``; ``_id``/``text`` as BEIR writes, or ``qid``/``query``) or a TSV
     ``qid<TAB>text`` (``read_queries``)."""
     path = as_path(path)
-    if _is_json(path) and path.suffix != ".jsonl":
-        out = {}
-        for line, rec in iter_json_records(path):
-            key = "_id" if isinstance(rec, dict) and "_id" in rec else "qid"
-            qid = str(_field(rec, key, path, line, (str, int)))
-            out[qid] = _field(rec, "text" if "text" in rec else "query", path, line)
-        return out
-    return read_queries(path)
+    return read_json_queries(path) if _is_json(path) else read_queries(path)
 
 
 def read_corpus_texts(path: str | Path, needed: Iterable[str] | None = None) -> dict[str, str]:
