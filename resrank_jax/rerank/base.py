@@ -109,14 +109,63 @@ class Ranker(abc.ABC):
         ``rank``'s."""
         if isinstance(docs, str):
             raise TypeError("docs must be a sequence of documents, not one string")
-        candidates = as_candidates(docs)
-        ranking = self.rank(query, candidates)
-        order = np.asarray(ranking.order)
-        docids = [candidates[i].docid for i in order.tolist()]
-        return RerankResult(order, np.asarray(ranking.scores), docids, dict(ranking.stats))
+        return self.rerank_batch([query], [docs])[0]
+
+    def rank_batch(
+        self, queries: Sequence[str], candidate_lists: Sequence[Sequence[Candidate]]
+    ) -> list[Ranking]:
+        """``rank`` for several queries at once (``candidate_lists[i]`` for ``queries[i]``);
+        rankings equal ``rank``'s. Lists of two or more candidates go through ``_rank_batch``
+        (one model call per bucket of queries where the ranker supports it)."""
+        if len(queries) != len(candidate_lists):
+            raise ValueError(f"{len(queries)} queries for {len(candidate_lists)} lists")
+        out: list[Ranking | None] = [None] * len(queries)
+        todo = []
+        for i, (query, cands) in enumerate(zip(queries, candidate_lists, strict=True)):
+            if len(cands) < 2:
+                out[i] = self.rank(query, cands)  # the documented N = 0 / N = 1 cases
+            else:
+                todo.append(i)
+        rankings = self._rank_batch(
+            [queries[i] for i in todo], [list(candidate_lists[i]) for i in todo]
+        )
+        for i, ranking in zip(todo, rankings, strict=True):
+            n = len(candidate_lists[i])
+            if sorted(ranking.order.tolist()) != list(range(n)):
+                raise AssertionError(f"{self.name} returned an invalid permutation {ranking.order}")
+            out[i] = ranking
+        return out
+
+    def rerank_batch(
+        self, queries: Sequence[str], docs: Sequence[Sequence[str | Candidate]]
+    ) -> list[RerankResult]:
+        """``rerank`` for several queries: ``docs[i]`` are query ``i``'s documents."""
+        if isinstance(queries, str):
+            raise TypeError("queries must be a sequence of queries, not one string")
+        lists = []
+        for i, d in enumerate(docs):
+            if isinstance(d, str):
+                raise TypeError(f"docs[{i}] must be a sequence of documents, not one string")
+            lists.append(as_candidates(d))
+        rankings = self.rank_batch(queries, lists)
+        return [
+            RerankResult(
+                np.asarray(r.order),
+                np.asarray(r.scores),
+                [c[i].docid for i in np.asarray(r.order).tolist()],
+                dict(r.stats),
+            )
+            for r, c in zip(rankings, lists, strict=True)
+        ]
 
     @abc.abstractmethod
     def _rank(self, query: str, candidates: list[Candidate]) -> Ranking: ...
+
+    def _rank_batch(
+        self, queries: list[str], candidate_lists: list[list[Candidate]]
+    ) -> list[Ranking]:
+        """Rankings of lists with ``N >= 2``; by default one ``_rank`` call per query."""
+        return [self._rank(q, c) for q, c in zip(queries, candidate_lists, strict=True)]
 
     def for_dataset(self, instructions: str) -> Ranker:
         """This ranker with a dataset's instructions (``resrank_jax.instructions``); rankers

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+from collections.abc import Sequence
 from functools import partial
 
 import jax
@@ -17,6 +19,7 @@ from resrank_jax.tasks import Task
 from resrank_jax.tokenizer import bucket_length
 
 MIN_SLOTS = 4  # N is padded to a power of two >= this: a handful of compiled shapes
+MAX_BATCH = 8  # lists per model call (their count is padded to a power of two)
 
 
 class ModelRanker(Ranker):
@@ -30,6 +33,8 @@ class ModelRanker(Ranker):
             from the bottom of the list to the top, one pass each.
         cache: shared passage vectors (keyed by encoder, length and text).
         batch_size: passages per encoder call.
+        max_batch: lists (queries, or windows of several queries) per model call in
+            ``rank_batch``; ``rank`` makes calls of one.
     """
 
     def __init__(
@@ -40,11 +45,12 @@ class ModelRanker(Ranker):
         window: tuple[int, int] | None = None,
         cache: EmbeddingCache | None = None,
         batch_size: int = 32,
+        max_batch: int = MAX_BATCH,
     ) -> None:
         task.check(model)
         self.task, self.model, self.window = task, model, window
         self.cache = cache if cache is not None else EmbeddingCache()
-        self.batch_size = batch_size
+        self.batch_size, self.max_batch = batch_size, max_batch
         self.name = task.name
         if window is not None:
             sliding_windows(window[0], *window)  # validates the sizes
@@ -101,43 +107,88 @@ class ModelRanker(Ranker):
             stats=stats,
         )
 
-    def score_list(
-        self,
-        query: str,
-        candidates: list[Candidate],
-        e_ne: np.ndarray,
-        q_1e: np.ndarray | None,
-        stats: dict[str, int],
-    ) -> np.ndarray:
-        """Scores ``[N]`` of one list in one model call: the task's prompt for these
-        candidates, N padded to a bucket (padded slots score nothing)."""
-        n = len(candidates)
-        n_pad = bucket_length(n, minimum=MIN_SLOTS)
-        prompt = self.task.prompt(query, [c.text for c in candidates])
-        batch = self.task.prompt_fields([prompt], n_slots=n_pad)
-        batch["cand_mask"] = (np.arange(n_pad) < n).astype(np.int32)[None]
-        e_pad = np.zeros((1, n_pad, e_ne.shape[1]), np.float32)
-        e_pad[0, :n] = e_ne
-        scores = self._score(self.model, e_pad, batch, q_1e)
-        stats["tokens_processed"] = stats.get("tokens_processed", 0) + len(prompt.ids)
-        stats["truncated"] = stats.get("truncated", 0) + prompt.truncated
-        stats["model_calls"] += 1
-        return np.asarray(scores)[0, :n]
-
-    def _rank(self, query: str, candidates: list[Candidate]) -> Ranking:
+    def _embedded(self, query: str, candidates: list[Candidate]) -> _List:
+        """One query's list with its passage (and, if the task reads it, query) vectors."""
         stats: dict[str, int] = {"model_calls": 0}
         e_ne = self.passage_embeddings(candidates, stats)
         q_1e = self.query_embedding(query, stats) if self.task.needs_query(self.model) else None
-        n = len(candidates)
-        if self.window is None:
-            scores = self.score_list(query, candidates, e_ne, q_1e, stats)
-            return Ranking(order_by_scores(scores), scores, stats)
-        order = np.arange(n)
-        for start, end in sliding_windows(n, *self.window):
-            idx = order[start:end]
-            window = [candidates[i] for i in idx]
-            window_scores = self.score_list(query, window, e_ne[idx], q_1e, stats)
-            order[start:end] = idx[order_by_scores(window_scores)]
-        scores = np.empty(n)
-        scores[order] = np.arange(n, 0, -1)
-        return Ranking(order, scores, stats)
+        return _List(query, candidates, e_ne, q_1e, stats)
+
+    def score_lists(self, lists: Sequence[_List]) -> list[np.ndarray]:
+        """Scores ``[N_i]`` of each list, ``max_batch`` lists per model call: the task's prompt
+        for each list, the number of lists, N and the prompt length padded to buckets (padded
+        lists and slots score nothing)."""
+        out: list[np.ndarray] = []
+        for start in range(0, len(lists), self.max_batch):
+            out += self._score_call(lists[start : start + self.max_batch])
+        return out
+
+    def _score_call(self, lists: Sequence[_List]) -> list[np.ndarray]:
+        """One model call over ``lists`` (at most ``max_batch``)."""
+        sizes = [len(x.candidates) for x in lists]
+        n_pad = bucket_length(max(sizes), minimum=MIN_SLOTS)
+        b_pad = bucket_length(len(lists), minimum=1)
+        prompts = [self.task.prompt(x.query, [c.text for c in x.candidates]) for x in lists]
+        batch = self.task.prompt_fields(prompts + prompts[:1] * (b_pad - len(lists)), n_pad)
+        e_pad = np.zeros((b_pad, n_pad, lists[0].e_ne.shape[1]), np.float32)
+        batch["cand_mask"] = np.zeros((b_pad, n_pad), np.int32)
+        for i, (x, n) in enumerate(zip(lists, sizes, strict=True)):
+            e_pad[i, :n] = x.e_ne
+            batch["cand_mask"][i, :n] = 1
+        q_be = None
+        if lists[0].q_1e is not None:
+            q_be = np.concatenate([x.q_1e for x in lists] + [lists[0].q_1e] * (b_pad - len(lists)))
+        scores = np.asarray(self._score(self.model, e_pad, batch, q_be))
+        for x, prompt in zip(lists, prompts, strict=True):
+            x.stats["tokens_processed"] = x.stats.get("tokens_processed", 0) + len(prompt.ids)
+            x.stats["truncated"] = x.stats.get("truncated", 0) + prompt.truncated
+            x.stats["model_calls"] += 1
+        return [scores[i, :n] for i, n in enumerate(sizes)]
+
+    def _rank(self, query: str, candidates: list[Candidate]) -> Ranking:
+        return self._rank_batch([query], [candidates])[0]
+
+    def _rank_batch(
+        self, queries: list[str], candidate_lists: list[list[Candidate]]
+    ) -> list[Ranking]:
+        lists = [self._embedded(q, c) for q, c in zip(queries, candidate_lists, strict=True)]
+        if self.window is not None:
+            return self._rank_windows(lists)
+        scores = self.score_lists(lists)
+        return [Ranking(order_by_scores(s), s, x.stats) for s, x in zip(scores, lists, strict=True)]
+
+    def _rank_windows(self, lists: list[_List]) -> list[Ranking]:
+        """RankGPT's sliding windows, bottom-up; window ``t`` of every list goes in one batch
+        (a list's windows depend on each other, different lists' do not)."""
+        orders = [np.arange(len(x.candidates)) for x in lists]
+        spans = [sliding_windows(len(x.candidates), *self.window) for x in lists]
+        for step in range(max(len(s) for s in spans)):
+            active = [i for i, s in enumerate(spans) if step < len(s)]
+            windows = [lists[i].subset(orders[i][slice(*spans[i][step])]) for i in active]
+            for i, window_scores in zip(active, self.score_lists(windows), strict=True):
+                idx = orders[i][slice(*spans[i][step])]
+                orders[i][slice(*spans[i][step])] = idx[order_by_scores(window_scores)]
+        rankings = []
+        for order, x in zip(orders, lists, strict=True):
+            scores = np.empty(len(order))
+            scores[order] = np.arange(len(order), 0, -1)
+            rankings.append(Ranking(order, scores, x.stats))
+        return rankings
+
+
+@dataclasses.dataclass
+class _List:
+    """One query's candidates with their vectors ``e_ne [N, E]`` (and ``q_1e [1, E]``) and the
+    query's counters."""
+
+    query: str
+    candidates: list[Candidate]
+    e_ne: np.ndarray
+    q_1e: np.ndarray | None
+    stats: dict[str, int]
+
+    def subset(self, idx: np.ndarray) -> _List:
+        """The candidates at ``idx`` (a window), sharing the counters."""
+        return _List(
+            self.query, [self.candidates[i] for i in idx], self.e_ne[idx], self.q_1e, self.stats
+        )
