@@ -58,6 +58,7 @@ class DenseIndex:
         self.vectors = np.asarray(vectors, np.float32)
         self.encoder_key = encoder_key
         self._faiss_index = None  # built on the first faiss search
+        self._row_of: dict[str, int] | None = None  # built on the first ``rows`` call
 
     @classmethod
     def build(
@@ -80,6 +81,12 @@ class DenseIndex:
             progress="index" if progress else False,
         )
         return cls(docids, vectors, (encoder_fingerprint(encoder, tokenizer), max_length))
+
+    def rows(self, docids: Sequence[str]) -> np.ndarray:
+        """Row numbers of ``docids`` in ``vectors`` (a docid the index lacks: ``KeyError``)."""
+        if self._row_of is None:
+            self._row_of = {d: i for i, d in enumerate(self.docids)}
+        return np.asarray([self._row_of[d] for d in docids], np.int64)
 
     def as_cache(self, corpus: dict[str, str]) -> EmbeddingCache:
         """The index as a reranker embedding cache (no passage is encoded twice); ``corpus``

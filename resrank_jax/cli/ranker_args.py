@@ -6,12 +6,20 @@ from __future__ import annotations
 import argparse
 
 
-def add_ranker_source(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--ranker``, ``--checkpoint`` or ``--model``, ``--reranker`` and
-    ``--passage-max-length``."""
+def add_ranker_source(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup, default_ranker: str | None = None
+) -> None:
+    """``--ranker`` (required unless ``default_ranker``), ``--checkpoint`` or ``--model``,
+    ``--reranker`` and ``--passage-max-length``."""
     from resrank_jax.rerank.factory import RANKERS
 
-    p.add_argument("--ranker", required=True, choices=RANKERS)
+    p.add_argument(
+        "--ranker",
+        required=default_ranker is None,
+        default=default_ranker,
+        choices=RANKERS,
+        help=f"default {default_ranker}" if default_ranker else None,
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", help="a training run directory (latest checkpoint)")
     source.add_argument(

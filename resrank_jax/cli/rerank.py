@@ -6,6 +6,8 @@
         --output-jsonl reranked.jsonl
     resrank rerank --irds resrank/scifact/test --ranker resrank-window --checkpoint runs/smol \\
         --window 20 --stride 10 --measures "nDCG@10 RR@10 R@100" --per-query per_query.tsv
+    resrank rerank --index idx/ --topics topics.tsv --ranker resrank --checkpoint runs/smol \
+        --depth 100 --output-trec reranked.run   # dense retrieval + rerank, one encoder
 
 Qrels are optional: metrics only with ``--qrels`` (or an ``--irds`` id that has qrels). The
 logic is ``resrank_jax.rerank_run``; input, config and file errors print one line and exit 2.
@@ -28,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from resrank_jax.data.metrics import DEFAULT_MEASURES
     from resrank_jax.instructions import INSTRUCTIONS
 
-    inp = p.add_argument_group("input (one of --run, --requests, --irds)")
+    inp = p.add_argument_group("input (one of --run, --requests, --irds, --index)")
     inp.add_argument("--run", help="TREC run 'qid Q0 docid rank score tag' (first stage)")
     inp.add_argument("--topics", help="with --run: TSV 'qid<TAB>text' or JSONL (_id/text)")
     inp.add_argument(
@@ -39,6 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--requests", help="rank_llm request JSONL: doc a string or a dict (text/segment/contents)"
     )
     inp.add_argument("--irds", metavar="ID", help="an ir_datasets id with scored docs")
+    inp.add_argument(
+        "--index",
+        metavar="DIR",
+        help="with --topics: retrieve the top --depth documents from this `resrank index` "
+        "with the ranker's own encoder, then rerank them",
+    )
     inp.add_argument("--max-queries", type=int, metavar="N", help="rerank only the first N")
 
     rk = p.add_argument_group("ranker")
@@ -104,7 +112,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _data_path(path: str | None) -> str | None:
+def data_path(path: str | None) -> str | None:
     """``data/...`` paths find the packaged data from any directory."""
     if not path:
         return path
@@ -134,6 +142,37 @@ def _check_flags(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
 
 
+def _index_input(args: argparse.Namespace):
+    """``--index DIR --topics FILE``: the index, the topics (first ``--max-queries``) and an
+    input whose lists ``_retrieved`` fills once the ranker exists."""
+    from resrank_jax.data.requests import RerankRequests, read_topics
+    from resrank_jax.index_dir import read_index
+    from resrank_jax.rerank_run import RerankInput
+
+    others = [f for f in ("run", "requests", "irds", "corpus") if getattr(args, f)]
+    if others:
+        raise ConfigError(f"--index takes --topics, not --{others[0]}")
+    if not args.topics:
+        raise ConfigError("--index needs --topics (TSV or JSONL)")
+    saved = read_index(data_path(args.index))
+    topics = read_topics(data_path(args.topics))
+    if args.max_queries:
+        topics = dict(list(topics.items())[: args.max_queries])
+    name = f"{Path(args.index).name} (dense top-{args.depth})"
+    return saved, topics, RerankInput(name, RerankRequests([]))
+
+
+def _retrieved(ranker, saved, topics, args: argparse.Namespace):
+    """The top ``--depth`` of each topic from the index, by ``ranker``'s encoder."""
+    from resrank_jax.index_dir import check_same_encoder, retrieve
+    from resrank_jax.rerank.model_ranker import ModelRanker
+
+    if not isinstance(ranker, ModelRanker):
+        raise ConfigError(f"--index needs a ranker with an encoder, not {args.ranker!r}")
+    check_same_encoder(saved, ranker, args.index)
+    return retrieve(ranker, saved, topics, args.depth)
+
+
 def run(args: argparse.Namespace) -> int:
     """Reads and checks the input, qrels and measures before a model is built."""
     _check_flags(args)
@@ -154,14 +193,18 @@ def run(args: argparse.Namespace) -> int:
     )
 
     window = check_window(args.ranker, _window(args))
-    source = load_input(
-        run=_data_path(args.run),
-        topics=_data_path(args.topics),
-        corpus=_data_path(args.corpus),
-        requests=_data_path(args.requests),
-        irds=args.irds,
-    )
-    qrels, rel_level = load_qrels(_data_path(args.qrels), source, args.rel_level)
+    saved, topics = None, None
+    if args.index:
+        saved, topics, source = _index_input(args)
+    else:
+        source = load_input(
+            run=data_path(args.run),
+            topics=data_path(args.topics),
+            corpus=data_path(args.corpus),
+            requests=data_path(args.requests),
+            irds=args.irds,
+        )
+    qrels, rel_level = load_qrels(data_path(args.qrels), source, args.rel_level)
     wants_metrics = [
         flag
         for flag in ("measures", "per_query", "metrics_json", "rel_level")
@@ -173,7 +216,6 @@ def run(args: argparse.Namespace) -> int:
     if qrels is None and not (args.output_trec or args.output_jsonl):
         raise ConfigError("nothing to write: give --output-trec, --output-jsonl or --qrels")
     measures = parse_measures(args.measures or DEFAULT_MEASURES, rel_level) if qrels else {}
-    queries = source.requests.queries[: args.max_queries]
 
     ranker = ranker_from_args(args, dtype=args.dtype, window=window)
     if args.instructions is not None:
@@ -183,6 +225,9 @@ def run(args: argparse.Namespace) -> int:
         ranker.batch_size = args.batch_size
         if args.embedding_cache and Path(args.embedding_cache).exists():
             ranker.cache = EmbeddingCache.load(args.embedding_cache, expect=ranker.encoder_key)
+    if saved is not None:
+        source.requests = _retrieved(ranker, saved, topics, args)
+    queries = source.requests.queries[: args.max_queries]
 
     run_, stats = rerank_queries(
         ranker,
