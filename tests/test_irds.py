@@ -55,3 +55,36 @@ def test_eval_cli_reads_an_ir_datasets_id(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads(out.read_text())
     assert round(metrics["nDCG@10"], 4) == 0.6762 and metrics["queries"] == 300
+
+
+def test_local_collections_never_build_or_read_a_pickled_docstore(tmp_path, monkeypatch):
+    """ir_datasets' JsonlDocs iterates from ``corpus.jsonl.pklz4`` (a pickle store it builds
+    beside the corpus) once it exists: a planted one must be ignored and none written."""
+    import shutil
+
+    import pytest
+
+    monkeypatch.setenv("IR_DATASETS_HOME", str(tmp_path / "irds"))
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels.test.txt", "bm25.test.run"):
+        shutil.copy(f"data/scifact/{name}", tmp_path / name)
+    planted = tmp_path / "corpus.jsonl.pklz4"
+    planted.mkdir()
+    for part in ("bin", "bin.meta", "bin.pos", "idx.doc_id.key", "idx.doc_id.meta"):
+        (planted / part).write_bytes(b"not a pickle")
+    register_local(
+        "resrank-test/scifact/planted",
+        corpus=tmp_path / "corpus.jsonl",
+        queries=tmp_path / "queries.jsonl",
+        qrels=tmp_path / "qrels.test.txt",
+        run=tmp_path / "bm25.test.run",
+    )
+    queries, _ = load_irds("resrank-test/scifact/planted", depth=3)
+    texts = read_corpus("data/scifact/corpus.jsonl")
+    assert all(c.text == texts[c.docid] for q in queries for c in q.candidates)
+    shutil.rmtree(planted)
+    load_irds("resrank-test/scifact/planted", depth=3)
+    assert not planted.exists(), "a docstore was built beside the corpus"
+    import ir_datasets
+
+    with pytest.raises(NotImplementedError, match="no docstore"):
+        ir_datasets.load("resrank-test/scifact/planted").docs_store()

@@ -9,6 +9,7 @@ any ir_datasets id (local or from its cache) as candidate lists + qrels.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
@@ -27,6 +28,30 @@ class _BeirDoc(NamedTuple):  # ir_datasets document classes are NamedTuples
         return f"{self.title} {self.text}" if self.title else self.text
 
 
+@functools.cache
+def _plain_jsonl_docs_class() -> type:
+    """ir_datasets' ``JsonlDocs`` read line by line. Its own ``docs_iter`` reads from a docstore
+    once one exists: a pickled file (``corpus.jsonl.pklz4``) it builds beside the corpus (here
+    inside the installed package), so a planted or stale file would be unpickled. This class
+    never builds, reads or unpickles one."""
+    from ir_datasets.formats import JsonlDocs
+
+    class PlainJsonlDocs(JsonlDocs):
+        def docs_iter(self):
+            return self._iter()
+
+        def docs_store(self, field="doc_id", options=None):
+            raise NotImplementedError(
+                f"{self.docs_path(force=False)}: resrank_jax's local collections have no "
+                "docstore (it would be a pickled file); iterate docs_iter()"
+            )
+
+        def docs_count(self):
+            return None
+
+    return PlainJsonlDocs
+
+
 def register_local(
     name: str, *, corpus: str | Path, queries: str | Path, qrels: str | Path, run: str | Path
 ) -> None:
@@ -35,12 +60,12 @@ def register_local(
     a no-op."""
     import ir_datasets
     from ir_datasets.datasets.base import Dataset
-    from ir_datasets.formats import GenericQuery, JsonlDocs, JsonlQueries, TrecQrels, TrecScoredDocs
+    from ir_datasets.formats import GenericQuery, JsonlQueries, TrecQrels, TrecScoredDocs
     from ir_datasets.util import LocalDownload
 
     if name in ir_datasets.registry:
         return
-    docs = JsonlDocs(
+    docs = _plain_jsonl_docs_class()(
         LocalDownload(Path(corpus).absolute()),
         doc_cls=_BeirDoc,
         mapping={"doc_id": "_id", "title": "title", "text": "text"},
@@ -91,7 +116,7 @@ def load_irds(
             raise ValueError(f"ir_datasets {dataset_id!r}: scored docs for unknown query {qid!r}")
         tops[qid] = sorted(hits, key=lambda h: -h[0])[:depth]
     needed = {d for hits in tops.values() for _, d in hits}
-    # one pass over docs_iter (ir_datasets' own docstore would unpickle its index files)
+    # one pass over docs_iter (a docstore would unpickle its files; see _plain_jsonl_docs_class)
     docs = {d.doc_id: d.default_text() for d in dataset.docs_iter() if d.doc_id in needed}
     missing = sorted(needed - set(docs))
     if missing:
