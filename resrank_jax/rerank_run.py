@@ -16,7 +16,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -124,6 +124,19 @@ def strictly_decreasing(scores: Iterable[float]) -> list[float]:
     return out
 
 
+def head_then_tail(
+    order: Sequence[int], scores: Sequence[float], n: int
+) -> tuple[list[int], list[float]]:
+    """All ``n`` candidate indices best first and their output scores: the reranked head (the
+    first ``len(order)`` candidates, in ``order`` with their ``scores``), then the rest in
+    first-stage order below it; scores strictly decreasing (the module docstring)."""
+    top = [float(scores[i]) for i in order]
+    low = min(top) if top else 0.0
+    k = len(order)
+    indices = [*(int(i) for i in order), *range(k, n)]
+    return indices, strictly_decreasing([*top, *(low - j - 1 for j in range(n - k))])
+
+
 def rerank_queries(
     ranker: Ranker,
     queries: list[QueryCandidates],
@@ -142,17 +155,13 @@ def rerank_queries(
     totals: dict[str, int] = {}
     seconds, passages = 0.0, 0
     for qc in tqdm(queries, desc=desc or ranker.name, unit="query", disable=not progress):
-        k = len(qc.candidates) if depth is None else depth
-        head, tail = qc.candidates[:k], qc.candidates[k:]
+        head = qc.candidates[: len(qc.candidates) if depth is None else depth]
         start = time.perf_counter()
         ranking = ranker.rank(qc.query, head)
         seconds += time.perf_counter() - start
         passages += len(head)
-        top = [float(ranking.scores[i]) for i in ranking.order]
-        low = min(top) if top else 0.0
-        scores = strictly_decreasing([*top, *(low - j - 1 for j in range(len(tail)))])
-        docids = [head[i].docid for i in ranking.order] + [c.docid for c in tail]
-        run[qc.qid] = list(zip(docids, scores, strict=True))
+        order, scores = head_then_tail(ranking.order, ranking.scores, len(qc.candidates))
+        run[qc.qid] = [(qc.candidates[i].docid, s) for i, s in zip(order, scores, strict=True)]
         for key, value in ranking.stats.items():
             totals[key] = totals.get(key, 0) + value
     stats = {

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from resrank_jax.data.requests import RANK_LLM_TEXT_KEYS, rank_llm_doc_text
 from resrank_jax.rerank.base import Candidate, Ranker, RerankResult
-from resrank_jax.rerank_run import strictly_decreasing
+from resrank_jax.rerank_run import head_then_tail
 
 DEFAULT_MAX_CANDIDATES = 1000
 MAX_BATCH_REQUESTS = 256  # requests in one POST /rerank_batch
@@ -204,17 +204,12 @@ class MicroBatcher:
             job.future.set_result((result, timing))
 
 
-def ranked_candidates(
-    request: RerankRequest, head: RerankResult, depth: int | None = None
-) -> list[dict]:
+def ranked_candidates(request: RerankRequest, head: RerankResult) -> list[dict]:
     """The request's candidate objects best first, ``score`` the reranker's: the reranked head
-    (the first ``depth``), then the rest in given order, scores strictly decreasing."""
+    (``head`` ranks the first ``len(head)``), then the rest in given order, scores strictly
+    decreasing."""
     given = [c.model_dump(exclude_unset=True) for c in request.candidates]
-    k = len(given) if depth is None else min(depth, len(given))
-    top = [float(head.scores[i]) for i in head.order]
-    tail = [min(top) - j - 1 for j in range(len(given) - k)]
-    order = [*(int(i) for i in head.order), *range(k, len(given))]
-    scores = strictly_decreasing([*top, *tail])
+    order, scores = head_then_tail(head.order, head.scores, len(given))
     return [{**given[i], "score": s} for i, s in zip(order, scores, strict=True)]
 
 
@@ -319,7 +314,7 @@ def create_app(
         return [
             {
                 "query": r.query.model_dump(exclude_unset=True),
-                "candidates": ranked_candidates(r, result, depth),
+                "candidates": ranked_candidates(r, result),
                 "ranker": name,
                 "stats": {**{k: int(v) for k, v in result.stats.items()}, **timing},
             }
