@@ -2,8 +2,12 @@
 
     python benchmarks/train_step.py [--presets tiny smollm2-135m] [--repeats 5]
         [--override model.attention_impl=cudnn ...] [--peak-tflops 989] [--measure-peak]
+        [--compare-scan]
 
-Writes ``benchmarks/results/train_step.json`` (``--name`` changes the file name). MFU is model
+Writes ``benchmarks/results/train_step.json`` (``--name`` changes the file name).
+``--compare-scan`` measures every preset twice, with unrolled and with scanned decoder layers
+(``model.scan_layers``), and writes both rows side by side with the ratios scanned / unrolled
+of compile and step time. MFU is model
 FLOPs (``resrank_jax.flops``: 6 x non-embedding params x padded tokens + attention, as MaxText
 counts them; rematerialisation not counted) per second over the device's peak:
 ``--peak-tflops`` (datasheet dense bf16) and/or ``--measure-peak`` (a bf16 8192^3 matmul
@@ -81,6 +85,7 @@ def measure(preset: str, repeats: int, overrides: list[str], peaks: dict[str, fl
         "overrides": overrides,
         "dtype": cfg.model.dtype,
         "remat": cfg.model.remat,
+        "scan_layers": cfg.model.scan_layers,
         "attention_impl": cfg.model.attention_impl,
         "batch_lists": d.queries_per_step,
         "list_size": d.list_size,
@@ -103,6 +108,21 @@ def measure(preset: str, repeats: int, overrides: list[str], peaks: dict[str, fl
     return row
 
 
+def compare_scan(preset: str, repeats: int, overrides: list[str], peaks: dict[str, float]) -> dict:
+    """``preset`` measured with unrolled and with scanned decoder layers (same overrides
+    otherwise), and ``scanned_over_unrolled``: the ratios of compile and step time."""
+    unrolled = measure(preset, repeats, [*overrides, "model.scan_layers=false"], peaks)
+    scanned = measure(preset, repeats, [*overrides, "model.scan_layers=true"], peaks)
+    ratios = {key: scanned[key] / unrolled[key] for key in ("compile_s", "step_s")}
+    print(f"{preset}: scanned / unrolled {ratios}")
+    return {
+        "preset": preset,
+        "unrolled": unrolled,
+        "scanned": scanned,
+        "scanned_over_unrolled": ratios,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["tiny", "smollm2-135m"])
@@ -111,12 +131,16 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="datasheet, per device")
     parser.add_argument("--measure-peak", action="store_true")
     parser.add_argument("--name", default="train_step", help="benchmarks/results/NAME.json")
+    parser.add_argument(
+        "--compare-scan", action="store_true", help="each preset unrolled and scanned"
+    )
     args = parser.parse_args()
     peaks = {"datasheet_peak": args.peak_tflops} if args.peak_tflops else {}
     if args.measure_peak:
         peaks["measured_matmul"] = matmul_tflops()
         print(f"bf16 matmul: {peaks['measured_matmul']:.1f} TFLOP/s")
-    rows = [measure(p, args.repeats, args.override, peaks) for p in args.presets]
+    run = compare_scan if args.compare_scan else measure
+    rows = [run(p, args.repeats, args.override, peaks) for p in args.presets]
     out = write_result(
         args.name,
         {

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from resrank_jax.data.bundled import resolve_data_path
 from resrank_jax.errors import ConfigError, ConfigKeyError
 from resrank_jax.instructions import instructions_for
-from resrank_jax.models.config import ResRankConfig
+from resrank_jax.models.config import ResRankConfig, remat_choice
 from resrank_jax.tasks import get_task
 from resrank_jax.tasks.base import Recipe
 
@@ -31,7 +31,10 @@ class ModelConfig:
     """Encoder and reranker sources: packaged names, HF dirs / hub ids, GGUF files, or
     ``tiny-bert`` / ``tiny-decoder`` (random tiny backbones for tests, using the packaged
     tokenizers). ``attention_impl``: ``xla``, or ``cudnn`` (fused attention on NVIDIA GPUs,
-    bf16/fp16 only)."""
+    bf16/fp16 only). ``remat``: rematerialisation of each layer, one of
+    ``models.config.REMAT_CHOICES`` (configs saved with ``true`` / ``false`` load as
+    ``full`` / ``none``). ``scan_layers``: decoders stack their layers' params and run them
+    under ``jax.lax.scan`` (faster compiles; BERT stays unrolled)."""
 
     mode: str = "resrank"  # a model registered in resrank_jax.tasks.TASKS
     encoder: str = "all-minilm-l6-v2"
@@ -39,8 +42,12 @@ class ModelConfig:
     resrank: ResRankConfig = ResRankConfig()  # noqa: RUF009 (frozen, immutable default)
     dtype: str = "float32"
     param_dtype: str = "float32"
-    remat: bool = False
+    remat: str = "none"
     attention_impl: Literal["xla", "cudnn"] = "xla"
+    scan_layers: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "remat", remat_choice(self.remat))
 
 
 @dataclasses.dataclass(frozen=True)

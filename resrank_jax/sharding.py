@@ -27,6 +27,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("kv_heads", "tensor"),
     ("norm", None),
     ("position", None),
+    ("layers", None),  # the leading layer axis of scanned layers (``scan_layers``)
 )
 
 

@@ -59,7 +59,7 @@ PRESETS: dict[str, TrainConfig] = {
             reranker="Qwen/Qwen3-0.6B",
             resrank=ResRankConfig(),
             dtype="bfloat16",
-            remat=True,
+            remat="full",
         ),
         data=dataclasses.replace(BASE.data, queries_per_step=32, passage_max_length=256),
         steps=2000,

@@ -33,6 +33,8 @@ def export_hf(model: Backbone, out_dir: str | Path, *, tokenizer=None) -> Path:
     tensors = {}
     for rule in rules:
         array = np.asarray(params[rule.path])
+        if rule.layer is not None:  # one layer of a scanned (stacked) param
+            array = array[rule.layer]
         tensors[rule.hf] = np.ascontiguousarray(array.T if rule.transpose else array)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2) + "\n")

@@ -1,7 +1,8 @@
 """The strict HF <-> NNX parameter key map, one table per family, used for import and export.
 
-A rule names the HF tensor, the NNX state path, and whether the tensor is a torch ``Linear``
-weight (``[out, in]``, transposed to a Flax kernel ``[in, out]``).
+A rule names the HF tensor, the NNX state path, whether the tensor is a torch ``Linear``
+weight (``[out, in]``, transposed to a Flax kernel ``[in, out]``), and, for decoders with
+scanned layers, which index of the param's leading layer axis the per-layer HF tensor is.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ StatePath = tuple[str | int, ...]
 
 @dataclasses.dataclass(frozen=True)
 class KeyRule:
+    """HF tensor ``hf`` <-> NNX param ``path``; ``layer``: the index on the param's leading
+    layer axis (scanned layers: import stacks the per-layer tensors, export slices them)."""
+
     hf: str
     path: StatePath
     transpose: bool = False
+    layer: int | None = None
 
 
 def _linear(hf: str, path: StatePath, bias: bool = False) -> list[KeyRule]:
@@ -37,26 +42,35 @@ def decoder_rules(cfg: DecoderConfig, prefix: str = "model.") -> list[KeyRule]:
         KeyRule(f"{prefix}norm.weight", ("norm", "weight")),
     ]
     for i in range(cfg.num_layers):
-        hf, p = f"{prefix}layers.{i}", ("layers", i)
-        rules += [
-            KeyRule(f"{hf}.input_layernorm.weight", (*p, "input_layernorm", "weight")),
-            KeyRule(
-                f"{hf}.post_attention_layernorm.weight", (*p, "post_attention_layernorm", "weight")
-            ),
-        ]
-        for name in ("q_proj", "k_proj", "v_proj"):
-            rules += _linear(f"{hf}.self_attn.{name}", (*p, "self_attn", name), bias=cfg.qkv_bias)
-        rules += _linear(f"{hf}.self_attn.o_proj", (*p, "self_attn", "o_proj"))
-        if cfg.qk_norm:
-            for name in ("q_norm", "k_norm"):
-                rules.append(
-                    KeyRule(f"{hf}.self_attn.{name}.weight", (*p, "self_attn", name, "weight"))
-                )
-        for name in ("gate_proj", "up_proj", "down_proj"):
-            rules += _linear(f"{hf}.mlp.{name}", (*p, "mlp", name))
+        rules += _decoder_layer_rules(cfg, f"{prefix}layers.{i}", i)
     if cfg.has_lm_head and not cfg.tie_word_embeddings:
         rules += _linear("lm_head", ("lm_head",))
     return rules
+
+
+def _decoder_layer_rules(cfg: DecoderConfig, hf: str, i: int) -> list[KeyRule]:
+    """Rules of decoder layer ``i``: paths under ``("layers", i)`` when unrolled; under
+    ``("layers",)`` at ``layer=i`` when scanned."""
+    p = ("layers", i)
+    rules = [
+        KeyRule(f"{hf}.input_layernorm.weight", (*p, "input_layernorm", "weight")),
+        KeyRule(
+            f"{hf}.post_attention_layernorm.weight", (*p, "post_attention_layernorm", "weight")
+        ),
+    ]
+    for name in ("q_proj", "k_proj", "v_proj"):
+        rules += _linear(f"{hf}.self_attn.{name}", (*p, "self_attn", name), bias=cfg.qkv_bias)
+    rules += _linear(f"{hf}.self_attn.o_proj", (*p, "self_attn", "o_proj"))
+    if cfg.qk_norm:
+        for name in ("q_norm", "k_norm"):
+            rules.append(
+                KeyRule(f"{hf}.self_attn.{name}.weight", (*p, "self_attn", name, "weight"))
+            )
+    for name in ("gate_proj", "up_proj", "down_proj"):
+        rules += _linear(f"{hf}.mlp.{name}", (*p, "mlp", name))
+    if not cfg.scan_layers:
+        return rules
+    return [dataclasses.replace(r, path=("layers", *r.path[2:]), layer=i) for r in rules]
 
 
 def _layer_norm(hf: str, path: StatePath) -> list[KeyRule]:

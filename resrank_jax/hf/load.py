@@ -15,10 +15,10 @@ from jax.sharding import Mesh
 from resrank_jax.errors import ConfigError
 from resrank_jax.hf.config_map import config_from_hf
 from resrank_jax.hf.gguf_file import GGUFFile
-from resrank_jax.hf.key_map import detect_prefix, rules_for
+from resrank_jax.hf.key_map import KeyRule, detect_prefix, rules_for
 from resrank_jax.hf.tensors import SafetensorsDir, check_keys
 from resrank_jax.models.build import Backbone, backbone_from_arrays
-from resrank_jax.models.config import BackboneConfig, BertConfig
+from resrank_jax.models.config import BackboneConfig, BertConfig, with_scan_layers
 from resrank_jax.pooling_conventions import pooling_convention
 from resrank_jax.tokenizer import Pooling, TextTokenizer
 
@@ -59,12 +59,20 @@ def _state_arrays(cfg: BackboneConfig, tensors: Mapping[str, np.ndarray], source
                 "embed_tokens.weight"
             )
     check_keys(rules, tensors.keys(), source=source, tied_head=tied_head)
-    by_path = {r.path: r for r in rules}
+    by_path: dict[tuple, list[KeyRule]] = {}
+    for rule in rules:
+        by_path.setdefault(rule.path, []).append(rule)
 
-    def get_array(path: tuple) -> np.ndarray:
-        rule = by_path[path]
+    def hf_array(rule: KeyRule) -> np.ndarray:
         array = tensors[rule.hf]
         return array.T if rule.transpose else array
+
+    def get_array(path: tuple) -> np.ndarray:
+        """The param at ``path``; a scanned layer param stacks its layers' tensors ``[L, ...]``."""
+        path_rules = by_path[path]
+        if path_rules[0].layer is None:
+            return hf_array(path_rules[0])
+        return np.stack([hf_array(r) for r in sorted(path_rules, key=lambda r: r.layer)])
 
     return get_array
 
@@ -75,7 +83,8 @@ def load_backbone(
     mesh: Mesh | None = None,
     dtype: str = "float32",
     param_dtype: str = "float32",
-    remat: bool = False,
+    remat: str | bool = "none",
+    scan_layers: bool = False,
     attention_impl: str = "xla",
     pooling: Pooling | None = None,
     pad_token: str | None = None,
@@ -89,6 +98,10 @@ def load_backbone(
         mesh: the mesh to place params on (default: one device); shardings follow
             ``resrank_jax.sharding.LOGICAL_AXIS_RULES``.
         dtype / param_dtype: compute and parameter dtypes.
+        remat: rematerialisation of each layer (``models.config.REMAT_CHOICES``; the legacy
+            ``True`` / ``False`` mean ``full`` / ``none``).
+        scan_layers: decoders only: stack the layers' params (leading layer axis) and run
+            them under ``jax.lax.scan``; BERT ignores it.
         pooling: overrides the pooling of the model's convention (default: decided by
             ``resrank_jax.pooling_conventions.pooling_convention`` from the family and the
             directory: Qwen pools ``<|endoftext|>``, BERT what its sentence-transformers
@@ -139,6 +152,7 @@ def load_backbone(
             from transformers import AutoTokenizer
 
             hf_tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    cfg = with_scan_layers(cfg, scan_layers)
     convention = pooling_convention(
         hf_tok, family=cfg.family, model_dir=None if path.is_file() else path, pooling=pooling
     )

@@ -11,7 +11,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from resrank_jax.models.config import BertConfig
-from resrank_jax.models.layers import attend, dense, merge_heads, partitioned, split_heads
+from resrank_jax.models.layers import (
+    attend,
+    dense,
+    merge_heads,
+    partitioned,
+    remat_policy,
+    split_heads,
+)
 
 
 def _layer_norm(d: int, eps: float, param_dtype: str, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -115,11 +122,14 @@ class Bert(nnx.Module):
             + self.token_type_embeddings(token_type_ids_bl)
         )
         x_bld = self.embeddings_norm(x_bld)
+
+        def call(layer: BertLayer, *args: jax.Array) -> jax.Array:
+            return layer(*args)
+
+        if self.cfg.remat != "none":
+            call = nnx.remat(call, policy=remat_policy(self.cfg.remat))
         for layer in self.layers:
-            if self.cfg.remat:
-                x_bld = nnx.remat(lambda lyr, *a: lyr(*a))(layer, x_bld, attention_mask_bl)
-            else:
-                x_bld = layer(x_bld, attention_mask_bl)
+            x_bld = call(layer, x_bld, attention_mask_bl)
         return x_bld
 
     def pooled(self, hidden_bld: jax.Array) -> jax.Array:

@@ -76,8 +76,10 @@ def backbone_from_arrays(
     """Builds a backbone whose every param comes from ``get_array(path)``, placed on ``mesh``.
 
     ``get_array`` receives the NNX state path (e.g. ``("layers", 0, "mlp", "up_proj",
-    "kernel")``) and returns a host array of the param's shape; it is called once per param,
-    so a checkpoint is streamed tensor by tensor instead of held twice in memory.
+    "kernel")``; with scanned layers ``("layers", "mlp", "up_proj", "kernel")``, whose array
+    stacks all layers ``[L, ...]``) and returns a host array of the param's shape; it is
+    called once per param, so a checkpoint is streamed tensor by tensor (a scanned param
+    layer by layer) instead of held twice in memory.
     """
     mesh = default_mesh(mesh)
     graphdef, state = nnx.split(abstract_backbone(cfg))

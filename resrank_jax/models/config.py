@@ -9,15 +9,50 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from resrank_jax.errors import ConfigError
+
 AttentionImpl = Literal["xla", "cudnn", "reference"]
 Family = Literal["qwen3", "qwen2", "llama"]
+
+# Rematerialisation of each layer in the backward pass: ``none`` keeps every activation;
+# ``full`` saves only the layer inputs and recomputes the rest; the others name the
+# ``jax.checkpoint_policies`` entry of the same name that decides what is saved
+# (``dots_saveable``: matmul outputs; ``dots_with_no_batch_dims_saveable``: matmuls with no
+# batch dimension, i.e. the weight matmuls and not attention's; ``nothing_saveable``: the
+# same as ``full``).
+REMAT_CHOICES = (
+    "none",
+    "full",
+    "dots_saveable",
+    "dots_with_no_batch_dims_saveable",
+    "nothing_saveable",
+)
+# Configs saved before ``remat`` took a policy name had a boolean (JSON ``true``/``false``,
+# or the strings of a ``model.remat=true`` override).
+_LEGACY_REMAT = {True: "full", False: "none", "true": "full", "false": "none"}
+
+
+def remat_choice(value: str | bool) -> str:
+    """The name in ``REMAT_CHOICES`` of a ``remat`` setting (legacy booleans converted).
+
+    Raises:
+        ConfigError: an unknown name (one line, listing the choices).
+    """
+    if isinstance(value, bool) or value in _LEGACY_REMAT:
+        return _LEGACY_REMAT[value]
+    if value not in REMAT_CHOICES:
+        raise ConfigError(f"remat={value!r}: choose from {', '.join(REMAT_CHOICES)}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
 class DecoderConfig:
     """A causal decoder of the Llama family.
 
-    ``qk_norm`` (per-head RMSNorm on q and k) is Qwen3; ``qkv_bias`` is Qwen2.
+    ``qk_norm`` (per-head RMSNorm on q and k) is Qwen3; ``qkv_bias`` is Qwen2. ``remat``
+    names the rematerialisation of each layer (``REMAT_CHOICES``). ``scan_layers`` stores the
+    layers as one layer whose params carry a leading layer axis (logical name ``layers``) and
+    runs them with ``jax.lax.scan``: one layer is compiled instead of ``num_layers``.
     """
 
     family: Family
@@ -37,10 +72,12 @@ class DecoderConfig:
     max_position_embeddings: int = 32768
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
-    remat: bool = False
+    remat: str = "none"  # one of REMAT_CHOICES; legacy booleans are converted
     attention_impl: AttentionImpl = "xla"
+    scan_layers: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "remat", remat_choice(self.remat))
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"
@@ -69,11 +106,12 @@ class BertConfig:
     add_pooler: bool = True
     dtype: str = "float32"
     param_dtype: str = "float32"
-    remat: bool = False
+    remat: str = "none"  # one of REMAT_CHOICES; legacy booleans are converted
     attention_impl: AttentionImpl = "xla"
     family: Literal["bert"] = "bert"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "remat", remat_choice(self.remat))
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}"
@@ -88,6 +126,12 @@ class BertConfig:
 
 
 BackboneConfig = DecoderConfig | BertConfig
+
+
+def with_scan_layers(cfg: BackboneConfig, scan_layers: bool) -> BackboneConfig:
+    """``cfg`` with ``scan_layers`` set if it is a decoder; BERT's layers stay unrolled."""
+    return cfg.replace(scan_layers=scan_layers) if isinstance(cfg, DecoderConfig) else cfg
+
 
 _QWEN3 = dict(family="qwen3", vocab_size=151936, head_dim=128, qk_norm=True, rope_theta=1e6)
 

@@ -7,6 +7,9 @@ when asked. Parameter names follow HF (``q_proj``, ``input_layernorm``...) so th
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -22,11 +25,15 @@ from resrank_jax.models.layers import (
     merge_heads,
     partitioned,
     positions_from_mask,
+    remat_policy,
     rope_cos_sin,
     split_heads,
 )
 
 KVCache = tuple[jax.Array, jax.Array]  # keys and values [B, S, K, H]
+# The cache of all layers: ``[(k, v)] * L`` when unrolled; when the layers are scanned, one
+# ``(k, v)`` pair stacked over the layers, each ``[L, B, S, K, H]``.
+LayerCaches = list[KVCache] | KVCache
 
 
 class DecoderAttention(nnx.Module):
@@ -121,6 +128,43 @@ class DecoderLayer(nnx.Module):
         return x_btd + self.mlp(self.post_attention_layernorm(x_btd)), cache
 
 
+def stacked_layers(cfg: DecoderConfig, rngs: nnx.Rngs) -> DecoderLayer:
+    """``cfg.num_layers`` layers as one ``DecoderLayer`` whose params carry a leading layer
+    axis ``[L, ...]`` (logical axis ``layers`` prepended to their names), each layer
+    initialised from its own split of ``rngs`` (Flax NNX's scan-over-layers idiom)."""
+
+    @nnx.split_rngs(splits=cfg.num_layers)
+    @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def create(layer_rngs: nnx.Rngs) -> DecoderLayer:
+        return DecoderLayer(cfg, rngs=layer_rngs)
+
+    return create(rngs)
+
+
+def scan_over_layers(
+    layers: DecoderLayer,
+    step: Callable[[DecoderLayer, Any, Any], tuple[Any, Any]],
+    carry: Any,
+    xs: Any,
+    *,
+    remat: str,
+) -> tuple[Any, Any]:
+    """``jax.lax.scan`` of ``step(layer_i, carry, xs_i) -> (carry, ys_i)`` over the leading
+    axis of stacked ``layers`` (and of ``xs``), each step rematerialised as ``remat`` says.
+
+    Returns the final carry and the ``ys`` stacked over the layers.
+    """
+    graphdef, state = nnx.split(layers)
+
+    def body(carry: Any, state_and_xs: tuple[nnx.State, Any]) -> tuple[Any, Any]:
+        layer_state, xs_i = state_and_xs
+        return step(nnx.merge(graphdef, layer_state), carry, xs_i)
+
+    if remat != "none":  # scan already keeps XLA from merging the recomputation away
+        body = jax.checkpoint(body, policy=remat_policy(remat), prevent_cse=False)
+    return jax.lax.scan(body, carry, (state, xs))
+
+
 class Decoder(nnx.Module):
     """Causal LM body with optional LM head (tied to ``embed_tokens`` or separate)."""
 
@@ -134,7 +178,10 @@ class Decoder(nnx.Module):
             embedding_init=partitioned(nnx.initializers.normal(0.02), ("vocab", "embed")),
             rngs=rngs,
         )
-        self.layers = nnx.List([DecoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        if cfg.scan_layers:
+            self.layers = stacked_layers(cfg, rngs)
+        else:
+            self.layers = nnx.List([DecoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.param_dtype)
         if cfg.has_lm_head and not cfg.tie_word_embeddings:
             self.lm_head = dense(
@@ -179,22 +226,41 @@ class Decoder(nnx.Module):
         cos, sin = rope_cos_sin(
             positions_from_mask(attention_mask_bl), cfg.head_dim, cfg.rope_theta
         )
-        for layer in self.layers:
-            if cfg.remat:
-                x_bld = nnx.remat(lambda lyr, *a: lyr(*a))(
-                    layer, x_bld, cos, sin, attention_mask_bl
-                )
-            else:
-                x_bld = layer(x_bld, cos, sin, attention_mask_bl)
-        hidden_bld = self.norm(x_bld)
+        hidden_bld = self.norm(self._run_layers(x_bld, cos, sin, attention_mask_bl))
         if not return_logits:
             return hidden_bld
         return hidden_bld, self.logits(hidden_bld)
 
-    def init_cache(self, batch: int, slots: int) -> list[KVCache]:
-        """An empty KV cache ``[(k, v)] * layers``, each ``[B, S, K, H]`` in the compute dtype."""
+    def _run_layers(
+        self, x_bld: jax.Array, cos: jax.Array, sin: jax.Array, mask_bl: jax.Array
+    ) -> jax.Array:
+        """All layers over ``x [B, L, D]``: scanned or unrolled, rematerialised per layer as
+        ``cfg.remat`` says."""
+        cfg = self.cfg
+        if cfg.scan_layers:
+
+            def step(layer: DecoderLayer, x: jax.Array, _: None) -> tuple[jax.Array, None]:
+                return layer(x, cos, sin, mask_bl), None
+
+            return scan_over_layers(self.layers, step, x_bld, None, remat=cfg.remat)[0]
+
+        def call(layer: DecoderLayer, *args: jax.Array) -> jax.Array:
+            return layer(*args)
+
+        if cfg.remat != "none":
+            call = nnx.remat(call, policy=remat_policy(cfg.remat))
+        for layer in self.layers:
+            x_bld = call(layer, x_bld, cos, sin, mask_bl)
+        return x_bld
+
+    def init_cache(self, batch: int, slots: int) -> LayerCaches:
+        """An empty KV cache (``LayerCaches``: per layer, or stacked when the layers are
+        scanned) of ``[B, S, K, H]`` per layer, in the compute dtype."""
         cfg = self.cfg
         shape = (batch, slots, cfg.num_kv_heads, cfg.head_dim)
+        if cfg.scan_layers:
+            zeros = jnp.zeros((cfg.num_layers, *shape), jnp.dtype(cfg.dtype))
+            return zeros, zeros
         zeros = jnp.zeros(shape, jnp.dtype(cfg.dtype))
         return [(zeros, zeros) for _ in range(cfg.num_layers)]
 
@@ -202,10 +268,10 @@ class Decoder(nnx.Module):
         self,
         input_ids_bt: jax.Array,
         positions_bt: jax.Array,
-        cache: list[KVCache],
+        cache: LayerCaches,
         key_mask_bs: jax.Array,
         write_index: jax.Array,
-    ) -> tuple[jax.Array, list[KVCache]]:
+    ) -> tuple[jax.Array, LayerCaches]:
         """Runs T new tokens (prefill: the whole prompt at index 0; decode: one token) against
         the cache. ``positions_bt`` are RoPE positions (real tokens before each one);
         ``key_mask_bs`` marks the cache slots holding real tokens, the new ones included.
@@ -215,6 +281,15 @@ class Decoder(nnx.Module):
         cfg = self.cfg
         x_btd = self.embed(input_ids_bt).astype(jnp.dtype(cfg.dtype))
         cos, sin = rope_cos_sin(positions_bt, cfg.head_dim, cfg.rope_theta)
+        if cfg.scan_layers:
+
+            def step(
+                layer: DecoderLayer, x: jax.Array, layer_cache: KVCache
+            ) -> tuple[jax.Array, KVCache]:
+                return layer.cached(x, cos, sin, layer_cache, key_mask_bs, write_index)
+
+            x_btd, cache = scan_over_layers(self.layers, step, x_btd, cache, remat="none")
+            return self.norm(x_btd), cache
         new_cache = []
         for layer, layer_cache in zip(self.layers, cache, strict=True):
             x_btd, layer_cache = layer.cached(

@@ -166,6 +166,13 @@ class SwiGLU(nnx.Module):
         return self.down_proj(jax.nn.silu(self.gate_proj(x_bld)) * self.up_proj(x_bld))
 
 
+def remat_policy(remat: str) -> Callable[..., bool] | None:
+    """The ``jax.checkpoint`` policy of a ``remat`` choice (``models.config.REMAT_CHOICES``):
+    ``None`` (save only the inputs) for ``full``, else ``jax.checkpoint_policies.<remat>``.
+    Callers skip rematerialisation altogether for ``none``."""
+    return None if remat == "full" else getattr(jax.checkpoint_policies, remat)
+
+
 def split_heads(x_blf: jax.Array, heads: int) -> jax.Array:
     """``[B, L, heads*H] -> [B, L, heads, H]``."""
     b, length, f = x_blf.shape

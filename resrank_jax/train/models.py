@@ -14,7 +14,7 @@ from resrank_jax.errors import ConfigError, UserError
 from resrank_jax.hf.load import load_backbone
 from resrank_jax.hf.packaged import PACKAGED, packaged_weights
 from resrank_jax.models.build import Backbone, default_mesh, init_backbone, state_shardings
-from resrank_jax.models.config import BertConfig, DecoderConfig
+from resrank_jax.models.config import BertConfig, DecoderConfig, with_scan_layers
 from resrank_jax.models.encoder import Encoder
 from resrank_jax.paths import as_path
 from resrank_jax.tasks import Task, get_task
@@ -58,9 +58,10 @@ def backbone_and_tokenizer(
     if source in TINY:
         arch, tokenizer_source = TINY[source]
         _, tokenizer = load_backbone(packaged_weights(tokenizer_source))
-        return init_backbone(arch.replace(**overrides), mesh=mesh, seed=seed), tokenizer
+        arch = with_scan_layers(arch.replace(**overrides), cfg.scan_layers)
+        return init_backbone(arch, mesh=mesh, seed=seed), tokenizer
     path = packaged_weights(source) if source in PACKAGED else source
-    model, tokenizer = load_backbone(path, mesh=mesh, **overrides)
+    model, tokenizer = load_backbone(path, mesh=mesh, scan_layers=cfg.scan_layers, **overrides)
     if tokenizer is None:
         raise ConfigError(f"{source}: no tokenizer found next to the weights")
     return model, tokenizer
