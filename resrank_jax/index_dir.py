@@ -14,6 +14,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +41,35 @@ class SavedIndex:
 
 
 def build_index(
-    ranker: ModelRanker, corpus: Mapping[str, str], *, progress: bool = True
+    ranker: ModelRanker,
+    corpus: Mapping[str, str],
+    *,
+    through_cache: bool = False,
+    progress: bool = True,
 ) -> DenseIndex:
     """The vectors ``[M, E]`` of every text in ``corpus`` by ``ranker``'s encoder at its
-    recipe's passage length: the very vectors its embedding cache would hold."""
-    return DenseIndex.build(
+    recipe's passage length: the very vectors its embedding cache would hold.
+    ``through_cache``: take the vectors the ranker's cache already has, encode only the rest
+    and keep them there too (a corpus the reranker has partly seen; memory grows with M)."""
+    if not through_cache:
+        return DenseIndex.build(
+            ranker.model.encoder,
+            ranker.task.encoder_tokenizer,
+            dict(corpus),
+            max_length=ranker.task.recipe.passage_max_length,
+            batch_size=ranker.batch_size,
+            progress=progress,
+        )
+    encode = partial(
+        encode_texts,
         ranker.model.encoder,
         ranker.task.encoder_tokenizer,
-        dict(corpus),
         max_length=ranker.task.recipe.passage_max_length,
         batch_size=ranker.batch_size,
-        progress=progress,
+        progress="index" if progress else False,
     )
+    vectors, _ = ranker.cache.get_or_encode(ranker.encoder_key, list(corpus.values()), encode)
+    return DenseIndex(list(corpus), vectors, ranker.encoder_key)
 
 
 def write_index(

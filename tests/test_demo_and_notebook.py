@@ -67,6 +67,42 @@ def check_trained_rows(rows: dict, out) -> None:
                 assert m["model_calls"] == n, (dataset.name, row)
                 reference = ir_ndcg10(ranked[name], QRELS[dataset.name])
                 assert m["nDCG@10"] == pytest.approx(reference, abs=1e-9), (dataset.name, row)
+            if dataset.name == "SciFact-test":
+                check_retrieval_rows(rows, label, rankers, dataset.queries[:n])
+
+
+def check_retrieval_rows(rows: dict, label: str, rankers: dict, queries: list) -> None:
+    """The dense retrieval rows of the reduced demo (its corpus: the ranked queries'
+    candidates): the top 100 of a NumPy search over that corpus with the trained encoder, and
+    ResRank's reranking of exactly those lists, both scored by ir_measures."""
+    from resrank_jax.rerank import Candidate
+    from resrank_jax.rerank.encode import encode_texts
+
+    dense, task = rankers["dense"], rankers["dense"].task
+    corpus = {c.docid: c.text for qc in queries for c in qc.candidates}
+    docids = list(corpus)
+    docs = encode_texts(dense.model.encoder, task.encoder_tokenizer, list(corpus.values()),
+                        max_length=task.recipe.passage_max_length)  # fmt: skip
+    retrieved, reranked = {}, {}
+    for qc in queries:
+        query = encode_texts(
+            dense.model.encoder,
+            task.encoder_tokenizer,
+            [task.query_input(qc.query)],
+            max_length=task.recipe.query_max_length,
+        )
+        cos = docs.astype(np.float64) @ query[0].astype(np.float64)
+        top = [docids[i] for i in np.argsort(-cos, kind="stable")[:100]]
+        retrieved[qc.qid] = top
+        ranking = rankers["resrank"].rank(qc.query, [Candidate(d, corpus[d]) for d in top])
+        reranked[qc.qid] = [top[i] for i in ranking.order]
+    prefix = f"SciFact-test dense top-100 ({len(queries)} q of {len(corpus)} docs)"
+    for ranker, run in (("dense retrieval", retrieved), ("dense retrieval + resrank", reranked)):
+        name = (
+            f"{ranker} ({label} encoder)" if ranker == "dense retrieval" else f"{ranker} ({label})"
+        )
+        m = rows[f"{prefix} / {name}"]
+        assert m["nDCG@10"] == pytest.approx(ir_ndcg10(run, QRELS["SciFact-test"]), abs=1e-9)
 
 
 def test_demo_reduced_mode_prints_a_real_table(tmp_path):
