@@ -77,6 +77,58 @@ def _state_arrays(cfg: BackboneConfig, tensors: Mapping[str, np.ndarray], source
     return get_array
 
 
+def _read_source(
+    path: Path, overrides: dict[str, Any]
+) -> tuple[BackboneConfig, Mapping[str, np.ndarray], Any]:
+    """``(config, lazy tensors by HF name, HF tokenizer or None)`` of a ``.gguf`` file or an
+    HF directory; no weight is read yet."""
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ConfigError(f"{path}: only .gguf files or HF directories can be loaded")
+        gguf = GGUFFile(path)
+        return gguf.config.replace(**overrides), gguf.tensors, gguf.load_tokenizer()
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{path}: no config.json")
+    tensors = SafetensorsDir(path)
+    cfg = config_from_hf(json.loads(config_file.read_text()), **overrides)
+    is_bert = isinstance(cfg, BertConfig)
+    if not is_bert and "lm_head.weight" not in tensors and not cfg.tie_word_embeddings:
+        cfg = cfg.replace(has_lm_head=False)  # embedding checkpoint (e.g. Qwen3-Embedding)
+    if is_bert and not any(k.endswith("pooler.dense.weight") for k in tensors):
+        cfg = cfg.replace(add_pooler=False)
+    hf_tok = None
+    if (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists():
+        from transformers import AutoTokenizer
+
+        hf_tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    return cfg, tensors, hf_tok
+
+
+def _checked_tokenizer(hf_tok, cfg: BackboneConfig, path: Path, pooling, pad_token):
+    """``(TextTokenizer or None, pooling convention)`` of a source (``load_backbone``)."""
+    convention = pooling_convention(
+        hf_tok, family=cfg.family, model_dir=None if path.is_file() else path, pooling=pooling
+    )
+    if hf_tok is None:
+        return None, convention
+    return TextTokenizer(hf_tok, pad_token=pad_token, convention=convention), convention
+
+
+def load_tokenizer(
+    source: str | Path,
+    *,
+    pooling: Pooling | None = None,
+    pad_token: str | None = None,
+    revision: str | None = None,
+) -> TextTokenizer | None:
+    """The checked tokenizer ``load_backbone(source)`` would return, without reading the
+    weights (``None`` when the source ships none)."""
+    path = resolve_source(source, revision)
+    cfg, _, hf_tok = _read_source(path, {})
+    return _checked_tokenizer(hf_tok, cfg, path, pooling, pad_token)[0]
+
+
 def load_backbone(
     source: str | Path,
     *,
@@ -123,42 +175,10 @@ def load_backbone(
     overrides = dict(
         dtype=dtype, param_dtype=param_dtype, remat=remat, attention_impl=attention_impl
     )
-    hf_tok = None
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise ConfigError(f"{path}: only .gguf files or HF directories can be loaded")
-        gguf = GGUFFile(path)
-        cfg = gguf.config.replace(**overrides)
-        tensors: Mapping[str, np.ndarray] = gguf.tensors
-        hf_tok = gguf.load_tokenizer()
-    else:
-        config_file = path / "config.json"
-        if not config_file.exists():
-            raise FileNotFoundError(f"{path}: no config.json")
-        hf_config = json.loads(config_file.read_text())
-        tensors = SafetensorsDir(path)
-        cfg = config_from_hf(hf_config, **overrides)
-        if (
-            not isinstance(cfg, BertConfig)
-            and "lm_head.weight" not in tensors
-            and not cfg.tie_word_embeddings
-        ):
-            cfg = cfg.replace(has_lm_head=False)  # embedding checkpoint (e.g. Qwen3-Embedding)
-        if isinstance(cfg, BertConfig) and not any(
-            k.endswith("pooler.dense.weight") for k in tensors
-        ):
-            cfg = cfg.replace(add_pooler=False)
-        if (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists():
-            from transformers import AutoTokenizer
-
-            hf_tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    cfg, tensors, hf_tok = _read_source(path, overrides)
     cfg = with_scan_layers(cfg, scan_layers)
-    convention = pooling_convention(
-        hf_tok, family=cfg.family, model_dir=None if path.is_file() else path, pooling=pooling
-    )
-    tokenizer = None  # checked before the weights load: a wrong tokenizer fails fast
-    if hf_tok is not None:
-        tokenizer = TextTokenizer(hf_tok, pad_token=pad_token, convention=convention)
+    # checked before the weights load: a wrong tokenizer fails fast
+    tokenizer, convention = _checked_tokenizer(hf_tok, cfg, path, pooling, pad_token)
     model = backbone_from_arrays(cfg, _state_arrays(cfg, tensors, str(path)), mesh=mesh)
     model.pooling_convention = convention  # read by Encoder(model)
     return model, tokenizer

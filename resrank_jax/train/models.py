@@ -11,7 +11,7 @@ from jax.sharding import Mesh
 
 from resrank_jax.config import ModelConfig
 from resrank_jax.errors import ConfigError, UserError
-from resrank_jax.hf.load import load_backbone
+from resrank_jax.hf.load import load_backbone, load_tokenizer
 from resrank_jax.hf.packaged import PACKAGED, packaged_weights
 from resrank_jax.models.build import Backbone, default_mesh, init_backbone, state_shardings
 from resrank_jax.models.config import BertConfig, DecoderConfig, with_scan_layers
@@ -57,7 +57,7 @@ def backbone_and_tokenizer(
     )
     if source in TINY:
         arch, tokenizer_source = TINY[source]
-        _, tokenizer = load_backbone(packaged_weights(tokenizer_source))
+        tokenizer = load_tokenizer(packaged_weights(tokenizer_source))
         arch = with_scan_layers(arch.replace(**overrides), cfg.scan_layers)
         return init_backbone(arch, mesh=mesh, seed=seed), tokenizer
     path = packaged_weights(source) if source in PACKAGED else source
