@@ -22,7 +22,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", required=True, help="BEIR corpus.jsonl or TSV 'docid<TAB>text'")
     p.add_argument("--output", required=True, help="the index directory to write")
     add_ranker_source(p, default_ranker="dense")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--batch-size", type=int, default=32, help="passages per encoder call")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -39,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if (as_path(args.output) / MANIFEST).exists():
         raise ConfigError(f"{args.output} already holds an index; delete it or choose another")
     corpus = read_corpus_texts(data_path(args.corpus))
-    ranker = ranker_from_args(args, dtype=args.dtype)
+    ranker = ranker_from_args(args)
     if not isinstance(ranker, ModelRanker):
         raise ConfigError(f"--ranker {args.ranker} has no encoder to index with")
     ranker.batch_size = args.batch_size

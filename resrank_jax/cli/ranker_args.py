@@ -10,7 +10,7 @@ def add_ranker_source(
     p: argparse.ArgumentParser | argparse._ArgumentGroup, default_ranker: str | None = None
 ) -> None:
     """``--ranker`` (required unless ``default_ranker``), ``--checkpoint`` or ``--model``,
-    ``--reranker`` and ``--passage-max-length``."""
+    ``--reranker``, ``--dtype`` and ``--passage-max-length``."""
     from resrank_jax.rerank.factory import RANKERS
 
     p.add_argument(
@@ -29,6 +29,12 @@ def add_ranker_source(
     )
     p.add_argument("--reranker", help="ResRank Reranker-LLM source (default: --model)")
     p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="params and compute of --model/--reranker (an artifact keeps its own)",
+    )
+    p.add_argument(
         "--passage-max-length",
         type=int,
         help="encoder tokens per passage (default: a run's own recipe; 256 for --model)",
@@ -37,7 +43,7 @@ def add_ranker_source(
 
 def ranker_from_args(args: argparse.Namespace, **options):
     """The ranker the flags of ``add_ranker_source`` name (``options``: more ``build_ranker``
-    keywords, e.g. ``dtype`` or ``window``)."""
+    keywords, e.g. ``window``)."""
     from resrank_jax.rerank.factory import build_ranker
 
     return build_ranker(
@@ -46,5 +52,6 @@ def ranker_from_args(args: argparse.Namespace, **options):
         model=args.model,
         reranker=args.reranker,
         passage_max_length=args.passage_max_length,
+        dtype=args.dtype,
         **options,
     )

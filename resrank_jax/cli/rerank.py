@@ -51,7 +51,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     rk = p.add_argument_group("ranker")
     add_ranker_source(rk)
-    rk.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     rk.add_argument(
         "--depth",
         type=int,
@@ -217,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to write: give --output-trec, --output-jsonl or --qrels")
     measures = parse_measures(args.measures or DEFAULT_MEASURES, rel_level) if qrels else {}
 
-    ranker = ranker_from_args(args, dtype=args.dtype, window=window)
+    ranker = ranker_from_args(args, window=window)
     if args.instructions is not None:
         key = dataset_key(source.name) if args.instructions == "per-dataset" else args.instructions
         ranker = ranker.for_dataset(key)

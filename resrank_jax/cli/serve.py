@@ -28,7 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     rk = p.add_argument_group("ranker")
     add_ranker_source(rk)
-    rk.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     rk.add_argument(
         "--depth",
         type=int,
@@ -81,7 +80,7 @@ def _ranker(args: argparse.Namespace):
     from resrank_jax.rerank.model_ranker import ModelRanker
 
     window = check_window(args.ranker, _window(args))
-    ranker = ranker_from_args(args, dtype=args.dtype, window=window)
+    ranker = ranker_from_args(args, window=window)
     if args.instructions is not None:
         ranker = ranker.for_dataset(args.instructions)
     if isinstance(ranker, ModelRanker):
