@@ -14,7 +14,6 @@ import dataclasses
 import json
 import time
 from collections.abc import Mapping
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,8 @@ def build_index(
     """The vectors ``[M, E]`` of every text in ``corpus`` by ``ranker``'s encoder at its
     recipe's passage length: the very vectors its embedding cache would hold.
     ``through_cache``: take the vectors the ranker's cache already has, encode only the rest
-    and keep them there too (a corpus the reranker has partly seen; memory grows with M)."""
+    and keep them there too (a corpus the reranker has partly seen; memory grows with M; no
+    progress bar)."""
     if not through_cache:
         return DenseIndex.build(
             ranker.model.encoder,
@@ -60,15 +60,8 @@ def build_index(
             batch_size=ranker.batch_size,
             progress=progress,
         )
-    encode = partial(
-        encode_texts,
-        ranker.model.encoder,
-        ranker.task.encoder_tokenizer,
-        max_length=ranker.task.recipe.passage_max_length,
-        batch_size=ranker.batch_size,
-        progress="index" if progress else False,
-    )
-    vectors, _ = ranker.cache.get_or_encode(ranker.encoder_key, list(corpus.values()), encode)
+    passages = [Candidate(docid, text) for docid, text in corpus.items()]
+    vectors = ranker.passage_embeddings(passages, {})
     return DenseIndex(list(corpus), vectors, ranker.encoder_key)
 
 
