@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from resrank_jax.cli.ranker_args import add_ranker_source, ranker_from_args
-from resrank_jax.instructions import INSTRUCTIONS, dataset_key
+from resrank_jax.cli.ranker_args import (
+    add_ranker_source,
+    ranker_from_args,
+    save_embedding_cache,
+    with_instructions,
+)
+from resrank_jax.instructions import INSTRUCTIONS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,13 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_subcommand("eval", argv)
 
 
-def with_instructions(ranker, choice: str | None, dataset_name: str):
-    """``ranker`` with the instructions ``--instructions`` asks for on ``dataset_name``."""
-    if choice is None:
-        return ranker
-    return ranker.for_dataset(dataset_key(dataset_name) if choice == "per-dataset" else choice)
-
-
 def _data_path(name: str | None) -> str | None:
     """A file flag as read: ``data/...`` through the packaged data, ``irds:`` ids as given."""
     from resrank_jax.data.bundled import resolve_data_path
@@ -97,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
     """Reads and checks every dataset first (bad input fails before a model is built)."""
     from resrank_jax.evaluation import evaluate_ranker, format_table, load_dataset
     from resrank_jax.paths import as_path
-    from resrank_jax.rerank.encode import EmbeddingCache
 
     n = len(args.candidates)
     corpora = (args.corpus * n if args.corpus and len(args.corpus) == 1 else args.corpus) or [
@@ -109,9 +105,6 @@ def run(args: argparse.Namespace) -> int:
         for c, q, k, m in zip(args.candidates, args.qrels, corpora, names, strict=True)
     ]
     ranker = ranker_from_args(args)
-    cache = getattr(ranker, "cache", None)
-    if args.embedding_cache and cache is not None and Path(args.embedding_cache).exists():
-        ranker.cache = EmbeddingCache.load(args.embedding_cache, expect=ranker.encoder_key)
     results = {}
     for i, dataset in enumerate(datasets):
         run_out = args.run_out if n == 1 or not args.run_out else f"{args.run_out}.{i}"
@@ -123,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     print(format_table(results))
-    if args.embedding_cache and cache is not None:
-        ranker.cache.save(args.embedding_cache)
+    save_embedding_cache(ranker, args)
     if args.metrics_json:
         payload = next(iter(results.values())) if n == 1 else results
         as_path(args.metrics_json).write_text(json.dumps(payload, indent=2) + "\n")

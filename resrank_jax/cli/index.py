@@ -41,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
     ranker = ranker_from_args(args)
     if not isinstance(ranker, ModelRanker):
         raise ConfigError(f"--ranker {args.ranker} has no encoder to index with")
-    ranker.batch_size = args.batch_size
     index = build_index(ranker, corpus, progress=not args.quiet)
     source = {
         key: getattr(args, key)

@@ -1,9 +1,10 @@
-"""The flags that choose a ranker and its weights, shared by ``resrank eval`` and ``resrank
-rerank``."""
+"""The flags that choose a ranker and its weights, shared by ``resrank eval``, ``rerank``,
+``index`` and ``serve``, and what every one of them does with them."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_ranker_source(
@@ -43,10 +44,14 @@ def add_ranker_source(
 
 def ranker_from_args(args: argparse.Namespace, **options):
     """The ranker the flags of ``add_ranker_source`` name (``options``: more ``build_ranker``
-    keywords, e.g. ``window``)."""
+    keywords, e.g. ``window``); a ``ModelRanker`` also gets the command's ``--batch-size``
+    and the vectors of its ``--embedding-cache`` file when present (refused if another encoder
+    or length made them)."""
+    from resrank_jax.rerank.encode import EmbeddingCache
     from resrank_jax.rerank.factory import build_ranker
+    from resrank_jax.rerank.model_ranker import ModelRanker
 
-    return build_ranker(
+    ranker = build_ranker(
         args.ranker,
         checkpoint=args.checkpoint,
         model=args.model,
@@ -55,3 +60,28 @@ def ranker_from_args(args: argparse.Namespace, **options):
         dtype=args.dtype,
         **options,
     )
+    if isinstance(ranker, ModelRanker):
+        ranker.batch_size = getattr(args, "batch_size", None) or ranker.batch_size
+        cache_file = getattr(args, "embedding_cache", None)
+        if cache_file and Path(cache_file).exists():
+            ranker.cache = EmbeddingCache.load(cache_file, expect=ranker.encoder_key)
+    return ranker
+
+
+def save_embedding_cache(ranker, args: argparse.Namespace) -> None:
+    """Writes the passage vectors of a ``ModelRanker`` to ``--embedding-cache`` (if given and
+    the cache holds any)."""
+    from resrank_jax.rerank.model_ranker import ModelRanker
+
+    if args.embedding_cache and isinstance(ranker, ModelRanker) and len(ranker.cache):
+        ranker.cache.save(args.embedding_cache)
+
+
+def with_instructions(ranker, choice: str | None, dataset_name: str):
+    """``ranker`` with the instructions ``--instructions`` asks for on ``dataset_name``
+    (``per-dataset``: the dataset's own)."""
+    from resrank_jax.instructions import dataset_key
+
+    if choice is None:
+        return ranker
+    return ranker.for_dataset(dataset_key(dataset_name) if choice == "per-dataset" else choice)

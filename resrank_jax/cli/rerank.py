@@ -20,7 +20,12 @@ import json
 import sys
 from pathlib import Path
 
-from resrank_jax.cli.ranker_args import add_ranker_source, ranker_from_args
+from resrank_jax.cli.ranker_args import (
+    add_ranker_source,
+    ranker_from_args,
+    save_embedding_cache,
+    with_instructions,
+)
 from resrank_jax.errors import ConfigError
 
 DEFAULT_DEPTH = 100
@@ -178,10 +183,7 @@ def run(args: argparse.Namespace) -> int:
     from resrank_jax.data.formats import write_run
     from resrank_jax.data.metrics import DEFAULT_MEASURES, parse_measures
     from resrank_jax.data.requests import write_requests_jsonl
-    from resrank_jax.instructions import dataset_key
-    from resrank_jax.rerank.encode import EmbeddingCache
     from resrank_jax.rerank.factory import check_window
-    from resrank_jax.rerank.model_ranker import ModelRanker
     from resrank_jax.rerank_run import (
         format_metrics,
         load_input,
@@ -216,14 +218,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to write: give --output-trec, --output-jsonl or --qrels")
     measures = parse_measures(args.measures or DEFAULT_MEASURES, rel_level) if qrels else {}
 
-    ranker = ranker_from_args(args, window=window)
-    if args.instructions is not None:
-        key = dataset_key(source.name) if args.instructions == "per-dataset" else args.instructions
-        ranker = ranker.for_dataset(key)
-    if isinstance(ranker, ModelRanker):
-        ranker.batch_size = args.batch_size
-        if args.embedding_cache and Path(args.embedding_cache).exists():
-            ranker.cache = EmbeddingCache.load(args.embedding_cache, expect=ranker.encoder_key)
+    ranker = with_instructions(
+        ranker_from_args(args, window=window), args.instructions, source.name
+    )
     if saved is not None:
         source.requests = _retrieved(ranker, saved, topics, args)
     queries = source.requests.queries[: args.max_queries]
@@ -235,8 +232,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         desc=f"{ranker.name} on {source.name}",
     )
-    if isinstance(ranker, ModelRanker) and args.embedding_cache:
-        ranker.cache.save(args.embedding_cache)
+    save_embedding_cache(ranker, args)
     if args.output_trec:
         write_run(args.output_trec, run_, tag=args.tag or ranker.name, exact=True)
     if args.output_jsonl:

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from resrank_jax.cli.ranker_args import add_ranker_source, ranker_from_args
+from resrank_jax.cli.ranker_args import (
+    add_ranker_source,
+    ranker_from_args,
+    save_embedding_cache,
+    with_instructions,
+)
 from resrank_jax.cli.rerank import _window
 from resrank_jax.errors import ConfigError
 
@@ -75,19 +79,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 def _ranker(args: argparse.Namespace):
     """The ranker of the flags, its embedding cache loaded from --embedding-cache."""
-    from resrank_jax.rerank.encode import EmbeddingCache
     from resrank_jax.rerank.factory import check_window
-    from resrank_jax.rerank.model_ranker import ModelRanker
 
     window = check_window(args.ranker, _window(args))
-    ranker = ranker_from_args(args, window=window)
-    if args.instructions is not None:
-        ranker = ranker.for_dataset(args.instructions)
-    if isinstance(ranker, ModelRanker):
-        ranker.batch_size = args.batch_size
-        if args.embedding_cache and Path(args.embedding_cache).exists():
-            ranker.cache = EmbeddingCache.load(args.embedding_cache, expect=ranker.encoder_key)
-    return ranker
+    return with_instructions(ranker_from_args(args, window=window), args.instructions, "")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,10 +109,7 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
-    from resrank_jax.rerank.model_ranker import ModelRanker
-
-    if args.embedding_cache and isinstance(ranker, ModelRanker) and len(ranker.cache):
-        ranker.cache.save(args.embedding_cache)
+    save_embedding_cache(ranker, args)
     return 0
 
 
