@@ -92,16 +92,18 @@ class Ranker(abc.ABC):
     name: str = "ranker"
 
     def rank(self, query: str, candidates: Sequence[Candidate]) -> Ranking:
+        return self.rank_batch([query], [candidates])[0]
+
+    def _edge_case(self, query: str, candidates: Sequence[Candidate]) -> Ranking | None:
+        """The documented ``N = 0`` (an error) and ``N = 1`` (no model call) cases; ``None``
+        for a list the model ranks."""
         if len(candidates) == 0:
             raise EmptyCandidatesError(f"{self.name}: query {query!r} has no candidates to rank")
         if len(candidates) == 1:
             return Ranking(
                 np.zeros(1, np.int64), np.array([candidates[0].score]), {"model_calls": 0}
             )
-        ranking = self._rank(query, list(candidates))
-        if sorted(ranking.order.tolist()) != list(range(len(candidates))):
-            raise AssertionError(f"{self.name} returned an invalid permutation {ranking.order}")
-        return ranking
+        return None
 
     def rerank(self, query: str, docs: Sequence[str | Candidate]) -> RerankResult:
         """Ranks ``docs`` (plain strings, ``Candidate``s, or both) for ``query``:
@@ -119,13 +121,10 @@ class Ranker(abc.ABC):
         (one model call per bucket of queries where the ranker supports it)."""
         if len(queries) != len(candidate_lists):
             raise ValueError(f"{len(queries)} queries for {len(candidate_lists)} lists")
-        out: list[Ranking | None] = [None] * len(queries)
-        todo = []
-        for i, (query, cands) in enumerate(zip(queries, candidate_lists, strict=True)):
-            if len(cands) < 2:
-                out[i] = self.rank(query, cands)  # the documented N = 0 / N = 1 cases
-            else:
-                todo.append(i)
+        out = [self._edge_case(q, c) for q, c in zip(queries, candidate_lists, strict=True)]
+        todo = [i for i, ranking in enumerate(out) if ranking is None]
+        if not todo:
+            return out
         rankings = self._rank_batch(
             [queries[i] for i in todo], [list(candidate_lists[i]) for i in todo]
         )
