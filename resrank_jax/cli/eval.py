@@ -21,6 +21,7 @@ from resrank_jax.cli.ranker_args import (
     save_embedding_cache,
     with_instructions,
 )
+from resrank_jax.data.bundled import resolve_flag
 from resrank_jax.instructions import INSTRUCTIONS
 
 
@@ -81,15 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_subcommand("eval", argv)
 
 
-def _data_path(name: str | None) -> str | None:
-    """A file flag as read: ``data/...`` through the packaged data, ``irds:`` ids as given."""
-    from resrank_jax.data.bundled import resolve_data_path
-
-    if name is None or name.startswith("irds:"):
-        return name
-    return resolve_data_path(name)
-
-
 def run(args: argparse.Namespace) -> int:
     """Reads and checks every dataset first (bad input fails before a model is built)."""
     from resrank_jax.evaluation import evaluate_ranker, format_table, load_dataset
@@ -101,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     ] * n
     names = args.name or [None] * n
     datasets = [
-        load_dataset(_data_path(c), _data_path(q), _data_path(k), m, rel_level=args.rel_level)
+        load_dataset(resolve_flag(c), resolve_flag(q), resolve_flag(k), m, rel_level=args.rel_level)
         for c, q, k, m in zip(args.candidates, args.qrels, corpora, names, strict=True)
     ]
     ranker = ranker_from_args(args)

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from resrank_jax.cli.rerank import data_path
+    from resrank_jax.data.bundled import resolve_flag
     from resrank_jax.data.requests import read_corpus_texts
     from resrank_jax.index_dir import MANIFEST, build_index, write_index
     from resrank_jax.paths import as_path
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if (as_path(args.output) / MANIFEST).exists():
         raise ConfigError(f"{args.output} already holds an index; delete it or choose another")
-    corpus = read_corpus_texts(data_path(args.corpus))
+    corpus = read_corpus_texts(resolve_flag(args.corpus))
     ranker = ranker_from_args(args)
     if not isinstance(ranker, ModelRanker):
         raise ConfigError(f"--ranker {args.ranker} has no encoder to index with")

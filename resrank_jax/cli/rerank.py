@@ -26,6 +26,7 @@ from resrank_jax.cli.ranker_args import (
     save_embedding_cache,
     with_instructions,
 )
+from resrank_jax.data.bundled import resolve_flag
 from resrank_jax.errors import ConfigError
 
 DEFAULT_DEPTH = 100
@@ -116,15 +117,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def data_path(path: str | None) -> str | None:
-    """``data/...`` paths find the packaged data from any directory."""
-    if not path:
-        return path
-    from resrank_jax.data.bundled import resolve_data_path
-
-    return resolve_data_path(path)
-
-
 def _window(args: argparse.Namespace) -> tuple[int, int] | None:
     if args.window is None and args.stride is None:
         return None
@@ -158,8 +150,8 @@ def _index_input(args: argparse.Namespace):
         raise ConfigError(f"--index takes --topics, not --{others[0]}")
     if not args.topics:
         raise ConfigError("--index needs --topics (TSV or JSONL)")
-    saved = read_index(data_path(args.index))
-    topics = read_topics(data_path(args.topics))
+    saved = read_index(resolve_flag(args.index))
+    topics = read_topics(resolve_flag(args.topics))
     if args.max_queries:
         topics = dict(list(topics.items())[: args.max_queries])
     name = f"{Path(args.index).name} (dense top-{args.depth})"
@@ -199,13 +191,13 @@ def run(args: argparse.Namespace) -> int:
         saved, topics, source = _index_input(args)
     else:
         source = load_input(
-            run=data_path(args.run),
-            topics=data_path(args.topics),
-            corpus=data_path(args.corpus),
-            requests=data_path(args.requests),
+            run=resolve_flag(args.run),
+            topics=resolve_flag(args.topics),
+            corpus=resolve_flag(args.corpus),
+            requests=resolve_flag(args.requests),
             irds=args.irds,
         )
-    qrels, rel_level = load_qrels(data_path(args.qrels), source, args.rel_level)
+    qrels, rel_level = load_qrels(resolve_flag(args.qrels), source, args.rel_level)
     wants_metrics = [
         flag
         for flag in ("measures", "per_query", "metrics_json", "rel_level")

@@ -62,3 +62,11 @@ def resolve_data_path(name: str | os.PathLike) -> str:
         f"No such file or directory (nor in the data directory: {bundled})",
         str(Path(name).absolute()),
     )
+
+
+def resolve_flag(path: str | None) -> str | None:
+    """A file flag of a command as read: ``data/...`` through ``resolve_data_path``; an
+    unset flag and ``irds:`` ids as given."""
+    if not path or path.startswith("irds:"):
+        return path
+    return resolve_data_path(path)
