@@ -64,7 +64,7 @@ def measure(preset: str, repeats: int, overrides: list[str], peaks: dict[str, fl
     state = built.init_state(jax.tree.map(jnp.copy, params))
     batch = {k: jax.device_put(v, built.batch_shardings[k]) for k, v in batch_np.items()}
     start = time.perf_counter()
-    compiled = built.step_fn.lower(state, batch).compile()
+    compiled = built.jitted.lower(state, batch).compile()
     compile_s = time.perf_counter() - start
     holder = {"state": state}
 

@@ -114,7 +114,7 @@ def main() -> None:
     holder = {"state": built.init_state(jax.tree.map(jnp.copy, params))}
     batch = {k: jax.device_put(v, built.batch_shardings[k]) for k, v in batch_np.items()}
     start = time.perf_counter()
-    compiled = built.step_fn.lower(holder["state"], batch).compile()
+    compiled = built.jitted.lower(holder["state"], batch).compile()
     compile_s = time.perf_counter() - start
 
     def jax_step():

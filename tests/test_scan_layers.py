@@ -345,7 +345,7 @@ def test_scanned_train_state_round_trips_through_orbax(two_steps_each):
     run = two_steps_each[True]
     ckpt = Checkpointer(two_steps_each["dir"], async_save=False)
     ckpt.save(2, run["state"], {"note": "scanned"})
-    restored = ckpt.restore(2, run["built"].restore_target(run["initial"]), with_opt_state=True)
+    restored = ckpt.restore(2, run["built"].abstract_state, with_opt_state=True)
     ckpt.close()
     for saved, back in zip(
         jax.tree.leaves((run["state"]["params"], run["state"]["opt_state"])),

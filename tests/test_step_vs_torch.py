@@ -77,7 +77,7 @@ def backbones_loaded_once():
     original, cache = models.backbone_and_tokenizer, {}
 
     def cached(source, cfg, mesh, seed):
-        key = (source, cfg.dtype, cfg.param_dtype, cfg.remat, cfg.attention_impl)
+        key = (source, cfg.dtype, cfg.param_dtype, cfg.remat, cfg.attention_impl, cfg.scan_layers)
         if key not in cache:
             cache[key] = original(source, cfg, mesh, seed)
         return cache[key]
@@ -122,14 +122,25 @@ def jax_loss_and_grads(model, task, batch, weights, loss_cfg):
 
     grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
     (loss, metrics), grads = grad_fn(params, {k: jnp.asarray(v) for k, v in batch.items()})
-    flat = {
-        "/".join(map(str, path)): np.asarray(v[...], np.float64)
-        for path, v in nnx.to_flat_state(grads)
-    }
-    params_np = {
-        "/".join(map(str, path)): np.asarray(v[...]) for path, v in nnx.to_flat_state(params)
-    }
+    flat = per_layer_named(grads, np.float64)
+    params_np = per_layer_named(params, None)
     return float(loss), {k: float(v) for k, v in metrics.items()}, flat, params_np
+
+
+def per_layer_named(state: nnx.State, dtype) -> dict[str, np.ndarray]:
+    """``{path: array}`` with ``/``-joined paths; scanned layers (``layers/<name>`` stacked on
+    a leading axis) are split into the unrolled names ``layers/<i>/<name>`` the torch
+    reference uses."""
+    out = {}
+    for path, v in nnx.to_flat_state(state):
+        value = np.asarray(v[...], dtype)
+        k = path.index("layers") + 1 if "layers" in path else None
+        if k is None or isinstance(path[k], int):
+            out["/".join(map(str, path))] = value
+            continue
+        for i, layer in enumerate(value):
+            out["/".join(map(str, (*path[:k], i, *path[k:])))] = layer
+    return out
 
 
 def compare_grads(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict:

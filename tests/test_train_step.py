@@ -62,11 +62,39 @@ def test_state_shardings_follow_rules_and_loss_falls_with_one_compile(setup):
     for _ in range(12):
         state, metrics = step_fn(state, batch)
         losses.append(float(metrics["loss"]))
-    assert step_fn._cache_size() == 1
+    assert built.compiles == 1
     assert losses[-1] < 0.7 * losses[0], losses
     assert np.isfinite(losses).all()
     new_kernel = state["params"]["reranker"]["layers"][0]["mlp"]["up_proj"]["kernel"][...]
     assert new_kernel.sharding.spec == P("fsdp", "tensor")
+
+
+def test_a_stage_compiles_before_its_state_exists_and_once_per_batch_shape(setup):
+    """``StageStep.compile`` lowers against the abstract state (no params or moments needed),
+    a step on that shape reuses the executable, and a longer prompt bucket gets its own."""
+    cfg, mesh, model, task, builder = setup
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params = jax.tree.map(jnp.copy, params)
+    batch_np = builder.batch(np.arange(8), "qrels")
+    built = build_stage_step(graphdef, rest, params, cfg.stages[0], 4, cfg, task, mesh, batch_np)
+    shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch_np.items()}
+    built.compile(shapes)
+    assert built.compiles == 1
+    state = built.init_state(params)
+    batch = {k: jax.device_put(v, built.batch_shardings[k]) for k, v in batch_np.items()}
+    state, metrics = built.step_fn(state, batch)
+    assert built.compiles == 1 and np.isfinite(float(metrics["loss"]))
+    longer = builder.batch(np.arange(8), "qrels")
+    pad = batch_np["prompt_ids"].shape[
+        1
+    ]  # left padding: the same prompts in a bucket twice as long
+    longer["prompt_ids"] = np.pad(longer["prompt_ids"], ((0, 0), (pad, 0)))
+    longer["prompt_mask"] = np.pad(longer["prompt_mask"], ((0, 0), (pad, 0)))
+    longer["slot_pos"] = longer["slot_pos"] + pad
+    state, _ = built.step_fn(
+        state, {k: jax.device_put(v, built.batch_shardings[k]) for k, v in longer.items()}
+    )
+    assert built.compiles == 2
 
 
 def test_partly_frozen_stage_with_an_lr_group_shards_and_steps(setup):

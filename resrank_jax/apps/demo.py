@@ -33,6 +33,7 @@ from resrank_jax.hf.packaged import packaged_weights
 from resrank_jax.index_dir import SavedIndex, build_index, retrieve
 from resrank_jax.rerank.base import IdentityRanker
 from resrank_jax.rerank.factory import build_ranker, run_rankers
+from resrank_jax.rss import PHASES
 from resrank_jax.sharding import mesh_shape_for_batch
 from resrank_jax.train.loop import run_training
 
@@ -138,43 +139,11 @@ def run(args: argparse.Namespace) -> int:
     train_s = time.perf_counter() - started
 
     print("[2/3] loading rankers")
-    kw = dict(passage_max_length=size.passage_max_length)
-    named = [
-        ("bm25", IdentityRanker("bm25")),
-        ("dense (zero-shot MiniLM)", build_ranker("dense", model="all-minilm-l6-v2", **kw)),
-        ("e2rank mode (zero-shot MiniLM)", build_ranker("e2rank", model="all-minilm-l6-v2", **kw)),
-    ]
-    trained = {label: run_rankers(str(out / preset), **kw) for label, preset in TRAINED.items()}
-    for label, rankers in trained.items():
-        named += [
-            (f"dense ({label} encoder)", rankers["dense"]),
-            (f"resrank ({label}, single pass)", rankers["resrank"]),
-        ]
-    dl19_only = []
-    if args.generative:
-        dl19_only.append(
-            (
-                "generative window 20/10 (zero-shot SmolLM2)",
-                build_ranker("generative", model="smollm2-135m-instruct"),
-            )
-        )
-
+    with PHASES.phase("load rankers"):
+        named, trained, dl19_only = load_rankers(out, size, args.generative)
     print("[3/3] reranking")
-    rows, points = {}, []
-    for dataset, max_queries in eval_datasets(size.dl19_queries, size.scifact_queries):
-        full_bm25 = evaluate_ranker(IdentityRanker("bm25"), dataset, progress=False)
-        full_bm25["ranker"] = "bm25"
-        rows[f"{dataset.name} (all {full_bm25['queries']} q)"] = full_bm25
-        extra = dl19_only if dataset.name == "DL19" else []
-        for name, ranker in [*named, *extra]:
-            m = evaluate_ranker(ranker, dataset, max_queries=max_queries or None)
-            m["ranker"] = name
-            rows[f"{dataset.name} ({m['queries']} q) / {name}"] = m
-            points.append({**m, "dataset": dataset.name})
-        if dataset.name == "SciFact-test":
-            corpus = scifact_corpus(dataset, max_queries, size.whole_corpus)
-            for label, rankers in trained.items():
-                rows.update(dense_retrieval_rows(label, rankers, dataset, max_queries, corpus))
+    with PHASES.phase("evaluation"):
+        rows, points = evaluate_all(named, trained, dl19_only, size)
     table = format_table(rows)
     print(table)
     total_s = time.perf_counter() - started
@@ -202,6 +171,51 @@ def run(args: argparse.Namespace) -> int:
         f"{total_s / 60:.1f} min in all"
     )
     return 0
+
+
+def load_rankers(out: Path, size: DemoSize, generative: bool) -> tuple[list, dict, list]:
+    """The rankers of the table: ``(name, ranker)`` pairs for every set, the trained runs'
+    rankers by label, and the DL19-only generative baseline when asked for."""
+    kw = dict(passage_max_length=size.passage_max_length)
+    named = [
+        ("bm25", IdentityRanker("bm25")),
+        ("dense (zero-shot MiniLM)", build_ranker("dense", model="all-minilm-l6-v2", **kw)),
+        ("e2rank mode (zero-shot MiniLM)", build_ranker("e2rank", model="all-minilm-l6-v2", **kw)),
+    ]
+    trained = {label: run_rankers(str(out / preset), **kw) for label, preset in TRAINED.items()}
+    for label, rankers in trained.items():
+        named += [
+            (f"dense ({label} encoder)", rankers["dense"]),
+            (f"resrank ({label}, single pass)", rankers["resrank"]),
+        ]
+    dl19_only = []
+    if generative:
+        name = "generative window 20/10 (zero-shot SmolLM2)"
+        dl19_only.append((name, build_ranker("generative", model="smollm2-135m-instruct")))
+    return named, trained, dl19_only
+
+
+def evaluate_all(
+    named: list, trained: dict, dl19_only: list, size: DemoSize
+) -> tuple[dict[str, dict], list[dict]]:
+    """Every ranker on DL19 and SciFact (BM25 also on all queries), and the dense retrieval
+    rows of SciFact; returns the table's rows and the quality/latency points."""
+    rows, points = {}, []
+    for dataset, max_queries in eval_datasets(size.dl19_queries, size.scifact_queries):
+        full_bm25 = evaluate_ranker(IdentityRanker("bm25"), dataset, progress=False)
+        full_bm25["ranker"] = "bm25"
+        rows[f"{dataset.name} (all {full_bm25['queries']} q)"] = full_bm25
+        extra = dl19_only if dataset.name == "DL19" else []
+        for name, ranker in [*named, *extra]:
+            m = evaluate_ranker(ranker, dataset, max_queries=max_queries or None)
+            m["ranker"] = name
+            rows[f"{dataset.name} ({m['queries']} q) / {name}"] = m
+            points.append({**m, "dataset": dataset.name})
+        if dataset.name == "SciFact-test":
+            corpus = scifact_corpus(dataset, max_queries, size.whole_corpus)
+            for label, rankers in trained.items():
+                rows.update(dense_retrieval_rows(label, rankers, dataset, max_queries, corpus))
+    return rows, points
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from resrank_jax.artifact import write_artifact
 from resrank_jax.config import TrainConfig
 from resrank_jax.flops import step_flops
 from resrank_jax.paths import is_url
+from resrank_jax.rss import PHASES, release_freed_memory
 from resrank_jax.train.batches import ListIterator
 from resrank_jax.train.data import TOKEN_MASKS
 from resrank_jax.train.dev_eval import DevEval
@@ -49,7 +50,8 @@ def run_training(cfg: TrainConfig, output_dir, *, progress: bool = True) -> dict
     """Trains all stages of ``cfg`` into ``output_dir`` (a local path or a URL such as
     ``gs://bucket/run``); rerunning resumes. Returns a summary."""
     maybe_initialize_distributed()
-    run = setup(cfg, str(output_dir))
+    with PHASES.phase("load"):
+        run = setup(cfg, str(output_dir))
     tracker = Tracker(
         run.out / "tensorboard",
         start_step=run.pos.global_step,
@@ -63,7 +65,8 @@ def run_training(cfg: TrainConfig, output_dir, *, progress: bool = True) -> dict
     )
     with Preemption() as preemption, tracker:
         compiles = train_stages(run, preemption, tracker, progress)
-    return finish(run, compiles)
+    with PHASES.phase("export"):
+        return finish(run, compiles)
 
 
 def train_stages(run: Run, preemption: Preemption, tracker: Tracker, progress: bool) -> dict:
@@ -76,12 +79,13 @@ def train_stages(run: Run, preemption: Preemption, tracker: Tracker, progress: b
     bar = tqdm(total=cfg.steps, initial=run.pos.global_step, desc="train", disable=quiet)
     compiles: dict[str, int] = {}
     for s in range(run.pos.stage, len(cfg.stages)):
-        built = run.built or run.build_stage(s)
-        if run.built is None:  # a new stage: the previous params, a fresh optimizer
-            run.state = built.init_state(run.state["params"] if run.state else run.params)
+        with PHASES.phase("stage setup + compile"):
+            built = run.built or start_stage(run, s)
         for k in range(run.pos.stage_step, run.pos.plan[s]):
             tracker.step_started(run.pos.global_step + 1)
-            record = train_step(run, built, cfg.stages[s].labels, iterator)
+            with PHASES.phase("train steps"):
+                record = train_step(run, built, cfg.stages[s].labels, iterator)
+            release_freed_memory()
             run.pos.stage, run.pos.stage_step = s, k + 1
             run.pos.global_step += 1
             record = {"step": run.pos.global_step, "stage": cfg.stages[s].name, **record}
@@ -94,7 +98,9 @@ def train_stages(run: Run, preemption: Preemption, tracker: Tracker, progress: b
             bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
             stop = preemption.requested()
             if stop or k + 1 == run.pos.plan[s] or run.pos.global_step % cfg.checkpoint_every == 0:
-                save(run, iterator, log)
+                with PHASES.phase("checkpoint save"):
+                    save(run, iterator, log)
+                release_freed_memory()
                 tracker.flush()  # what the checkpoint covers is on disk (tensorboardX buffers)
             if stop:
                 run.ckpt.close()
@@ -102,13 +108,25 @@ def train_stages(run: Run, preemption: Preemption, tracker: Tracker, progress: b
                     dev.close()
                 bar.close()
                 raise SystemExit(PREEMPTED_EXIT)
-        compiles[cfg.stages[s].name] = built.step_fn._cache_size()
+        compiles[cfg.stages[s].name] = built.compiles
+        del built  # its executables go before the next stage compiles
         run.built, run.pos.stage, run.pos.stage_step = None, s + 1, 0
     bar.close()
     log.flush()
     if dev:
         dev.close()
     return compiles
+
+
+def start_stage(run: Run, s: int) -> StageStep:
+    """Stage ``s`` compiled, then its state: the previous stage's params (or the run's) with a
+    fresh optimizer, whose state replaces the previous one's rather than joining it."""
+    built = run.build_stage(s)
+    params = run.state["params"] if run.state else run.params
+    run.state = None
+    release_freed_memory()
+    run.state = built.init_state(params)
+    return built
 
 
 def train_step(run: Run, built: StageStep, labels: str, iterator: ListIterator) -> dict:

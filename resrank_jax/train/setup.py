@@ -66,9 +66,11 @@ class Run:
         return jax.process_index() == 0
 
     def build_stage(self, s: int) -> StageStep:
-        """Optimizer, shardings and compiled-once step of stage ``s`` for its planned steps."""
+        """Optimizer, shardings and step of stage ``s`` for its planned steps, compiled for
+        the shape of a batch of the first lists (before this stage's optimizer state exists;
+        another prompt bucket compiles when it comes)."""
         example = self.builder.batch(range(self.cfg.data.queries_per_step), "qrels")
-        return build_stage_step(
+        built = build_stage_step(
             self.graphdef,
             self.rest,
             self.params,
@@ -79,6 +81,8 @@ class Run:
             self.mesh,
             example,
         )
+        built.compile(example)
+        return built
 
 
 def setup(cfg: TrainConfig, output_dir: str) -> Run:
@@ -168,9 +172,7 @@ def restore_checkpoint(run: Run, step: int) -> None:
     run.pos = pos  # the plan sizes the stage's schedule
     built = run.build_stage(min(pos.stage, len(run.cfg.stages) - 1))
     try:
-        restored = run.ckpt.restore(
-            step, built.restore_target(run.params), with_opt_state=mid_stage
-        )
+        restored = run.ckpt.restore(step, built.abstract_state, with_opt_state=mid_stage)
     except CheckpointUnreadable:
         run.pos = Position.start(run.cfg)
         raise

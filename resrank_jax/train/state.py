@@ -198,14 +198,38 @@ def init_opt_state(tx, params, shardings) -> optax.OptState:
 
 @dataclasses.dataclass
 class StageStep:
-    """Everything one stage's compiled step needs: optimizer, lr schedule, state and batch
-    shardings, and the jitted step."""
+    """Everything one stage's step needs: optimizer, lr schedule, state and batch shardings,
+    the jitted step and its executables, one per batch shape (``compile``)."""
 
     tx: optax.GradientTransformation
     schedule: Callable
     shardings: dict
     batch_shardings: dict
-    step_fn: Callable
+    jitted: Callable
+    abstract_state: dict
+    compiled: dict = dataclasses.field(default_factory=dict)
+
+    def compile(self, batch_like: dict) -> jax.stages.Compiled:
+        """The step compiled for batches shaped like ``batch_like`` (arrays, or anything with
+        ``shape`` and ``dtype``), lowered against the abstract state: a stage compiles before
+        its optimizer state exists, so the compiler's working memory never adds to it."""
+        key = tuple(sorted((k, tuple(v.shape)) for k, v in batch_like.items()))
+        if key not in self.compiled:
+            batch = {
+                k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=self.batch_shardings[k])
+                for k, v in batch_like.items()
+            }
+            self.compiled[key] = self.jitted.lower(self.abstract_state, batch).compile()
+        return self.compiled[key]
+
+    @property
+    def compiles(self) -> int:
+        """Executables compiled so far (one per batch shape)."""
+        return len(self.compiled)
+
+    def step_fn(self, state: dict, batch: dict) -> tuple[dict, dict]:
+        """One step (``state`` is donated); compiles on a batch shape it has not seen."""
+        return self.compile(batch)(state, batch)
 
     def init_state(self, params, opt_step: int = 0, opt_state=None) -> dict:
         """State on the mesh: a fresh optimizer unless ``opt_state`` (restored) is given."""
@@ -215,18 +239,18 @@ class StageStep:
         step = jax.device_put(np.int32(opt_step), self.shardings["step"])
         return {"params": params, "opt_state": opt_state, "step": step}
 
-    def restore_target(self, params) -> dict:
-        """Abstract state with shardings: the Orbax restore target (any mesh)."""
-        abstract = {
-            "params": params,
-            "opt_state": jax.eval_shape(self.tx.init, params),
-            "step": jax.ShapeDtypeStruct((), np.int32),
-        }
-        return jax.tree.map(
-            lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-            abstract,
-            self.shardings,
-        )
+
+def abstract_train_state(params, tx, shardings: dict) -> dict:
+    """``{"params", "opt_state", "step"}`` as shape structs carrying ``shardings``: what
+    ``StageStep.compile`` lowers against and the Orbax restore target (any mesh)."""
+    abstract = {
+        "params": params,
+        "opt_state": jax.eval_shape(tx.init, params),
+        "step": jax.ShapeDtypeStruct((), np.int32),
+    }
+    return jax.tree.map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract, shardings
+    )
 
 
 def build_stage_step(
@@ -247,7 +271,7 @@ def build_stage_step(
     tx, schedule = make_optimizer(params, stage, steps, cfg.optim)
     shardings = train_state_shardings(params, tx, mesh)
     batch_sh = batch_shardings(batch_example, mesh)
-    step_fn = make_train_step(
+    jitted = make_train_step(
         graphdef,
         rest,
         tx,
@@ -259,4 +283,5 @@ def build_stage_step(
         shardings,
         batch_sh,
     )
-    return StageStep(tx, schedule, shardings, batch_sh, step_fn)
+    abstract_state = abstract_train_state(params, tx, shardings)
+    return StageStep(tx, schedule, shardings, batch_sh, jitted, abstract_state)
