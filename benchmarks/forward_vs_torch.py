@@ -4,6 +4,7 @@ Writes ``benchmarks/results/forward_vs_torch.json`` with median seconds per forw
 ratio ``torch_s / jax_s`` (> 1 means resrank_jax is faster), measured side by side.
 
     python benchmarks/forward_vs_torch.py [--repeats 5] [--batch 4] [--length 256]
+        [--dtype float32|bfloat16] [--attention-impl xla|reference]
 """
 
 from __future__ import annotations
@@ -53,21 +54,36 @@ def minilm():
     return path, AutoModel.from_pretrained(str(path)).eval(), 30522
 
 
-def measure(name, jax_model, torch_model, vocab, batch, length, repeats):
+def runners(jax_model, torch_model, vocab, batch, length):
+    """``(run_jax, run_torch)``: one forward each on the same random ids, returning hidden states
+    (blocked until ready; the torch side under ``inference_mode``)."""
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, vocab - 1, (batch, length)).astype(np.int32)
     mask = np.ones_like(ids)
     ids_j, mask_j = jnp.asarray(ids), jnp.asarray(mask)
     fwd = jax.jit(lambda m, i, k: m(i, attention_mask_bl=k))
-    jax_s = median_seconds(lambda: fwd(jax_model, ids_j, mask_j).block_until_ready(), repeats)
     ids_t, mask_t = torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(mask.astype(np.int64))
+
+    def run_jax():
+        return fwd(jax_model, ids_j, mask_j).block_until_ready()
 
     def run_torch():
         with torch.inference_mode():
             return torch_model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
 
+    return run_jax, run_torch
+
+
+def max_abs_diff(jax_out, torch_out) -> float:
+    """Max ``|jax - torch|`` in fp32 (either side may be bf16)."""
+    return float(np.abs(np.asarray(jax_out, np.float32) - torch_out.float().numpy()).max())
+
+
+def measure(name, jax_model, torch_model, vocab, batch, length, repeats):
+    run_jax, run_torch = runners(jax_model, torch_model, vocab, batch, length)
+    jax_s = median_seconds(run_jax, repeats)
     torch_s = median_seconds(run_torch, repeats)
-    diff = float(np.abs(np.asarray(fwd(jax_model, ids_j, mask_j)) - run_torch().numpy()).max())
+    diff = max_abs_diff(run_jax(), run_torch())
     tokens = batch * length
     print(
         f"{name}: jax {jax_s * 1e3:.1f} ms, torch {torch_s * 1e3:.1f} ms, "
@@ -86,40 +102,37 @@ def measure(name, jax_model, torch_model, vocab, batch, length, repeats):
     }
 
 
+def pairs(dtype: str = "float32", attention_impl: str = "xla", **load_kw):
+    """Yields ``(name, jax_model, torch_model, vocab)`` for the SmolLM2-shaped Llama, then
+    MiniLM, both sides in ``dtype`` (params and compute), JAX attention ``attention_impl``
+    (``load_kw``: more ``load_backbone`` options)."""
+    kw = dict(dtype=dtype, param_dtype=dtype, attention_impl=attention_impl, **load_kw)
+    torch_dtype = getattr(torch, dtype)
+    with tempfile.TemporaryDirectory() as tmp:
+        torch_llama, vocab = smollm2_shaped(Path(tmp))
+        jax_llama, _ = load_backbone(tmp, **kw)
+        name = "smollm2-135m-shaped (llama, 30 layers)"
+        yield name, jax_llama, torch_llama.to(torch_dtype), vocab
+    path, torch_bert, vocab = minilm()
+    jax_bert, _ = load_backbone(path, **kw)
+    yield "all-minilm-l6-v2 (bert, 6 layers)", jax_bert, torch_bert.to(torch_dtype), vocab
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--attention-impl", default="xla", choices=["xla", "reference"])
     args = parser.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        torch_llama, vocab = smollm2_shaped(Path(tmp))
-        jax_llama, _ = load_backbone(tmp)
-        rows.append(
-            measure(
-                "smollm2-135m-shaped (llama, 30 layers)",
-                jax_llama,
-                torch_llama,
-                vocab,
-                args.batch,
-                args.length,
-                args.repeats,
-            )
-        )
-    path, torch_bert, vocab = minilm()
-    jax_bert, _ = load_backbone(path)
-    rows.append(
-        measure(
-            "all-minilm-l6-v2 (bert, 6 layers)",
-            jax_bert,
-            torch_bert,
-            vocab,
-            args.batch,
-            args.length,
-            args.repeats,
-        )
-    )
+    rows = [
+        measure(name, jax_model, torch_model, vocab, args.batch, args.length, args.repeats)
+        for name, jax_model, torch_model, vocab in pairs(args.dtype, args.attention_impl)
+    ]
+    extra = {}
+    if (args.dtype, args.attention_impl) != ("float32", "xla"):
+        extra = {"dtype": args.dtype, "attention_impl": args.attention_impl}
     out = write_result(
         "forward_vs_torch",
         {
@@ -129,6 +142,7 @@ def main() -> None:
             "repeats": args.repeats,
             "jax": jax.__version__,
             "torch": torch.__version__,
+            **extra,
             "results": rows,
         },
     )

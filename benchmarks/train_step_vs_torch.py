@@ -1,7 +1,7 @@
 """The ResRank joint train step in resrank_jax (jit) against the same step written in PyTorch
 with transformers models, same weights, batch and CPU, timed side by side.
 
-    python benchmarks/train_step_vs_torch.py [--repeats 3] [--lists 4]
+    python benchmarks/train_step_vs_torch.py [--repeats 3] [--lists 4] [--override K=V ...]
 
 Both sides: all-MiniLM-L6-v2 encoder (mean pooling) + SmolLM2-135M-Instruct reranker (from
 the packaged GGUF), MLP projector, slot splicing, norm-sum residual, cosine scores, RankNet
@@ -86,24 +86,24 @@ class TorchResRank(torch.nn.Module):
         return 2.0 * rank + 1.0 * ret
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--lists", type=int, default=4)
-    args = p.parse_args()
+def build_steps(lists: int, overrides: tuple[str, ...] = ()):
+    """``(jax_step, torch_step, info)``: one ResRank joint step each (state kept between calls)
+    on the same ``lists`` lists; ``overrides`` are extra config overrides (``model.remat=none``);
+    ``info`` has the batch shape, token count and JAX compile seconds."""
     cfg = resolve_config(
         "smollm2-135m",
         [
-            f"data.queries_per_step={args.lists}",
-            f"data.max_queries={4 * args.lists}",
+            f"data.queries_per_step={lists}",
+            f"data.max_queries={4 * lists}",
             "mesh=(1,1,1)",
+            *overrides,
         ],
     )
     mesh = make_mesh(cfg.mesh, jax.devices()[:1])
     model, enc_tok, rr_tok = build_model(cfg.model, mesh, cfg.seed)
     task = build_task(cfg, enc_tok, rr_tok)
     builder = BatchBuilder(load_lists(cfg)[0], task)
-    batch_np = builder.batch(np.arange(args.lists), "qrels")
+    batch_np = builder.batch(np.arange(lists), "qrels")
     tokens = sum(int(v.sum()) for k, v in batch_np.items() if k in TOKEN_MASKS)
 
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -134,14 +134,31 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(torch_model.parameters(), 1.0)
         opt.step()
 
-    jax_s = median_seconds(jax_step, args.repeats)
-    torch_s = median_seconds(torch_step, args.repeats)
-    row = {
-        "lists": args.lists,
+    info = {
+        "lists": lists,
         "list_size": cfg.data.list_size,
         "prompt_len": batch_np["prompt_ids"].shape[1],
         "tokens_per_step": tokens,
         "jax_compile_s": compile_s,
+    }
+    return jax_step, torch_step, info
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--lists", type=int, default=4)
+    p.add_argument(
+        "--override", action="append", default=[], help="extra config override (repeatable)"
+    )
+    args = p.parse_args()
+    jax_step, torch_step, info = build_steps(args.lists, tuple(args.override))
+    jax_s = median_seconds(jax_step, args.repeats)
+    torch_s = median_seconds(torch_step, args.repeats)
+    tokens = info["tokens_per_step"]
+    row = {
+        **info,
+        **({"overrides": args.override} if args.override else {}),
         "jax_step_s": jax_s,
         "torch_step_s": torch_s,
         "jax_tokens_per_s": tokens / jax_s,

@@ -4,6 +4,7 @@ host saves the same step on all hosts and exits 143 (``train/preemption.py``).""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -66,7 +67,11 @@ def run_training(cfg: TrainConfig, output_dir, *, progress: bool = True) -> dict
     with Preemption() as preemption, tracker:
         compiles = train_stages(run, preemption, tracker, progress)
     with PHASES.phase("export"):
-        return finish(run, compiles)
+        summary = finish(run, compiles)
+    del run  # the model, its state and executables (nnx graphs hold reference cycles)
+    gc.collect()
+    release_freed_memory()
+    return summary
 
 
 def train_stages(run: Run, preemption: Preemption, tracker: Tracker, progress: bool) -> dict:

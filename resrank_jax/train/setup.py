@@ -110,7 +110,14 @@ def setup(cfg: TrainConfig, output_dir: str) -> Run:
         task,
         builder,
         list_counts,
-        Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints),
+        # async saves copy the state to host memory and write it while the next step runs;
+        # on CPU that copy doubles the state in the same RAM (measured: 7.0 vs 5.1 GB peak
+        # for a SmolLM2 step beside a save), so there the save finishes first
+        Checkpointer(
+            out / "checkpoints",
+            keep=cfg.keep_checkpoints,
+            async_save=jax.default_backend() != "cpu",
+        ),
         config_to_json(cfg),
         data_fingerprint(cfg),
         towers(model, task),
