@@ -2,10 +2,11 @@
 
 Each candidate runs in a fresh subprocess (XLA_FLAGS, env and CPU affinity only take effect
 before jax is imported) that builds the models of ``forward_vs_torch.py`` (and, with
-``--train``, the step of ``train_step_vs_torch.py``) and times JAX and torch alternately,
-run by run, so both see the same load. Each row is merged by name into
-``benchmarks/results/cpu_tuning.json``: XLA_FLAGS / env / code option, JAX ms, torch ms,
-torch/JAX ratio, max |JAX - torch| and a note.
+``--train``, the step of ``train_step_vs_torch.py``) and times them as those scripts do
+(the JAX runs, then the torch runs). Runs disturbed by other processes (CPU they took,
+``contention.other_cores``) are retried after waiting for an idle CPU. Each row is merged
+by name into ``benchmarks/results/cpu_tuning.json``: XLA_FLAGS / env / code option, JAX ms,
+torch ms, torch/JAX ratio, max |JAX - torch| and a note.
 
     python benchmarks/cpu_tuning.py --list
     python benchmarks/cpu_tuning.py [--repeats 3] [--only NAME ...] [--train]
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -110,19 +110,6 @@ CANDIDATES: dict[str, tuple[str, dict, dict, str]] = {
 }
 
 
-def alternate(fns, repeats: int) -> list[float]:
-    """Median seconds of each of ``fns`` after one warmup each, the runs alternating."""
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times, strict=True):
-            start = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - start)
-    return [statistics.median(ts) for ts in times]
-
-
 def worker(name: str, repeats: int, train: bool) -> dict:
     """Runs candidate ``name`` in this (fresh) process; XLA_FLAGS and env came from the parent."""
     option = CANDIDATES[name][2]
@@ -132,26 +119,26 @@ def worker(name: str, repeats: int, train: bool) -> dict:
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     sys.path.insert(0, str(ROOT))
-    from benchmarks.forward_vs_torch import max_abs_diff, pairs, runners
+    from benchmarks.common import median_seconds
+    from benchmarks.forward_vs_torch import measure, pairs
 
     load_kw = {k: option[k] for k in ("dtype", "attention_impl", "scan_layers") if k in option}
     row = {"forward": {}}
-    if "train" not in option:
+    if "train" not in option:  # as forward_vs_torch.py: all JAX runs, then all torch runs
         for model, jax_model, torch_model, vocab in pairs(**load_kw):
-            run_jax, run_torch = runners(jax_model, torch_model, vocab, 4, 256)
-            jax_s, torch_s = alternate([run_jax, run_torch], repeats)
+            r = measure(model, jax_model, torch_model, vocab, 4, 256, repeats)
             row["forward"][model.split(" ")[0]] = {
-                "jax_ms": round(jax_s * 1e3, 1),
-                "torch_ms": round(torch_s * 1e3, 1),
-                "torch_over_jax": round(torch_s / jax_s, 3),
-                "max_abs_diff": max_abs_diff(run_jax(), run_torch()),
+                "jax_ms": round(r["jax_s"] * 1e3, 1),
+                "torch_ms": round(r["torch_s"] * 1e3, 1),
+                "torch_over_jax": round(r["speedup_torch_over_jax"], 3),
+                "max_abs_diff": r["max_abs_diff"],
             }
-            del jax_model, torch_model, run_jax, run_torch
+            del jax_model, torch_model
     if train or "train" in option:
         from benchmarks.train_step_vs_torch import build_steps
 
         jax_step, torch_step, info = build_steps(4, tuple(option.get("train", ())))
-        jax_s, torch_s = alternate([jax_step, torch_step], repeats)
+        jax_s, torch_s = median_seconds(jax_step, repeats), median_seconds(torch_step, repeats)
         row["train_step"] = {
             "jax_ms": round(jax_s * 1e3, 1),
             "torch_ms": round(torch_s * 1e3, 1),

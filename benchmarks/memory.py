@@ -7,7 +7,8 @@ Each mode runs ``resrank demo`` (``--reduced`` or the default) in a fresh proces
 (the peak of one run must not carry into the next) with ``resrank_jax.rss.PHASES`` recording:
 the kernel's peak RSS is reset when a phase starts and read when it ends, so each phase
 reports its own peak. Both trained models count toward the same phases. The demo's runs and
-tables stay in ``--runs``/<mode> (the default mode's are the README's demo table). Writes
+tables stay in ``--runs``/<mode> (the default mode's are the README's demo table); each
+mode's directory is emptied first, since a demo that finds finished runs skips training. Writes
 ``benchmarks/results/memory.json``: per mode the phases' peaks (GB = 1e9 bytes), the overall
 peak, the wall time and the demo's nDCG@10 rows (what the memory was spent on). Linux only.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -48,7 +50,8 @@ def measure(mode: str, runs: Path) -> dict:
     """Runs ``mode`` in a child process; returns its phase peaks, overall peak, seconds and
     the demo's nDCG@10 per row."""
     out = runs / mode
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # a resumed demo would skip training: start afresh
+    out.mkdir(parents=True)
     result = out / "memory.json"
     started = time.perf_counter()
     code = f"from benchmarks.memory import child; child({mode!r}, {str(out)!r}, {str(result)!r})"
