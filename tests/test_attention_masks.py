@@ -23,9 +23,9 @@ def test_cudnn_gets_a_mask_whose_last_dims_are_query_and_key_length(monkeypatch,
     # exactly (T, S): "Bias must have same seq length as QKV, got 1 and 256" on an H200.
     seen, real = [], jax.nn.dot_product_attention
 
-    def spy(q, k, v, *, mask, is_causal, implementation):
+    def spy(q, k, v, *, mask, is_causal, scale, implementation):
         seen.append(mask.shape)
-        return real(q, k, v, mask=mask, is_causal=is_causal, implementation="xla")
+        return real(q, k, v, mask=mask, is_causal=is_causal, scale=scale, implementation="xla")
 
     monkeypatch.setattr(layers.jax.nn, "dot_product_attention", spy)
     q, k, v, key_mask = _inputs()

@@ -119,7 +119,10 @@ def test_hub_id_resolves_through_the_offline_cache(qwen3_dir, tmp_path, monkeypa
         load_backbone("acme/not-cached")
 
 
-@pytest.mark.parametrize(("family", "tie"), [("qwen3", True), ("qwen2", True), ("llama", False)])
+@pytest.mark.parametrize(
+    ("family", "tie"),
+    [("qwen3", True), ("qwen2", True), ("llama", False), ("mistral", False), ("gemma3", True)],
+)
 def test_export_round_trip_through_transformers(family, tie, tmp_path):
     import transformers
 
@@ -127,7 +130,7 @@ def test_export_round_trip_through_transformers(family, tie, tmp_path):
     model, _ = load_backbone(tmp_path / "src")
     export_hf(model, tmp_path / "exported")
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "exported").eval()
-    ids, mask = padded_batch(97, [7, 2], "right", seed=4)
+    ids, mask = padded_batch(97, [9, 2], "right", seed=4)  # longer than the sliding window
     ref_h, ref_logits = hf_forward(reloaded, ids, mask)
     h, logits = model(jnp.asarray(ids), attention_mask_bl=jnp.asarray(mask), return_logits=True)
     real = mask.astype(bool)

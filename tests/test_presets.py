@@ -1,4 +1,4 @@
-"""Published Qwen3 sizes: parameter counts from eval_shape (no memory allocated)."""
+"""Published Qwen3 and Gemma 3 sizes: parameter counts from eval_shape (no memory allocated)."""
 
 import pytest
 
@@ -32,6 +32,41 @@ def test_parameter_count_matches_published(name):
         heads = 1 if cfg.tie_word_embeddings else 2
         non_embedding = total - heads * cfg.vocab_size * cfg.hidden_size
         assert _matches(non_embedding, published_non_embedding), f"{name}: {non_embedding:,}"
+
+
+# Gemma 3 text decoders: the published total where the model card gives one for the text
+# model (270M, 1B; the 4B's published total includes its vision tower) and the exact count
+# transformers gives the same config (meta device, no memory). 268,098,176 is also the
+# element count of the real 270M GGUF file.
+GEMMA3 = {
+    "gemma3-270m": ("0.27", 268_098_176),
+    "gemma3-1b": ("1.0", 999_885_952),
+    "gemma3-4b": (None, 3_880_263_168),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GEMMA3))
+def test_gemma3_parameter_counts_match_published(name):
+    published, exact = GEMMA3[name]
+    total = param_count(PRESETS[name])
+    assert published is None or _matches(total, published), f"{name}: {total:,} vs {published}B"
+    assert total == exact
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(GEMMA3))
+def test_gemma3_presets_have_transformers_parameter_count(name):
+    import torch
+    import transformers
+
+    from resrank_jax.hf.config_map import config_to_hf
+
+    hf = config_to_hf(PRESETS[name])
+    config = transformers.Gemma3TextConfig(**{k: v for k, v in hf.items() if k != "model_type"})
+    with torch.device("meta"):
+        model = transformers.Gemma3ForCausalLM(config)
+    count = sum(p.numel() for p in model.parameters())  # the tied head is counted once
+    assert count == GEMMA3[name][1] == param_count(PRESETS[name])
 
 
 def test_exact_count_qwen3_0_6b():

@@ -147,3 +147,52 @@ def test_smollm2_without_qk_unpermutation_is_far_off(smollm2, monkeypatch):
     monkeypatch.setattr(gguf_file, "unpermute_qk", lambda w, n: w)
     wrong, _ = load_backbone(path)
     assert float(jnp.abs(wrong(*args, **kw) - model(*args, **kw)).max()) > 1.0
+
+
+@pytest.fixture(scope="module")
+def gemma3():
+    path = packaged_weights("gemma3-270m")
+    model, tok = load_backbone(path)
+    return path, model, tok
+
+
+@pytest.mark.slow  # dequantising 268M Q4_K_M/Q8_0 params takes ~40 s per loader
+def test_gemma3_gguf_tokenizer_follows_file_metadata(gemma3):
+    from resrank_jax.hf.gguf_file import GGUFFile
+
+    path, _, tok = gemma3
+    ids = GGUFFile(path).special_token_ids()
+    assert (ids["bos"], ids["eos"], ids["padding"]) == (2, 1, 0)
+    assert (tok.eos_id, tok.pad_id) == (ids["eos"], ids["padding"])
+    assert tok.hf("Hello world")["input_ids"][0] == ids["bos"], "the file says add_bos_token"
+    row = tok.encode(["Hello world"]).input_ids[0]
+    assert row[-1] == ids["eos"] and list(row).count(ids["bos"]) == 1
+
+
+@pytest.mark.slow
+def test_gemma3_gguf_matches_transformers_gguf_loader(gemma3):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path, model, tok = gemma3
+    assert model.cfg.kinds.count("full") == 3 and model.cfg.sliding_window == 512
+    texts = ["The capital of France is", "Rerank these passages by relevance."]
+    batch = tok.encode(texts)
+    h, logits = model(
+        jnp.asarray(batch.input_ids),
+        attention_mask_bl=jnp.asarray(batch.attention_mask),
+        return_logits=True,
+    )
+    ref_model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    ).eval()
+    with torch.no_grad():
+        out = ref_model(
+            input_ids=torch.from_numpy(batch.input_ids.astype(np.int64)),
+            attention_mask=torch.from_numpy(batch.attention_mask.astype(np.int64)),
+            output_hidden_states=True,
+        )
+    real = batch.attention_mask.astype(bool)
+    ref_h, ref_logits = out.hidden_states[-1].numpy(), out.logits.numpy()
+    assert_close_to_scale(np.asarray(h)[real], ref_h[real])
+    assert_close_to_scale(np.asarray(logits)[real], ref_logits[real])

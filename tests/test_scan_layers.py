@@ -122,11 +122,14 @@ def test_scanned_gradients_equal_per_layer_gradients(pair):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize(("family", "tie"), [("qwen3", True), ("llama", False)])
+@pytest.mark.parametrize(
+    ("family", "tie"), [("qwen3", True), ("llama", False), ("mistral", False), ("gemma3", True)]
+)
 def test_hf_import_with_scan_layers_matches_transformers(family, tie, tmp_path):
+    # Gemma 3's layers are sliding, full, sliding: the scan picks each layer's mask and RoPE.
     hf_model = make_tiny_hf(family, tmp_path, tie=tie, seed=4)
     model, _ = load_backbone(tmp_path, scan_layers=True)
-    assert model.layers.mlp.up_proj.kernel[...].shape[0] == 2  # stacked over the 2 layers
+    assert model.layers.mlp.up_proj.kernel[...].shape[0] == model.cfg.num_layers  # stacked
     ids, mask = padded_batch(97, [9, 5, 1], "left")
     ref_h, ref_logits = hf_forward(hf_model, ids, mask)
     h, logits = model(jnp.asarray(ids), attention_mask_bl=jnp.asarray(mask), return_logits=True)

@@ -13,6 +13,7 @@ from resrank_jax.models.build import flat_params
 from resrank_jax.models.config import DecoderConfig
 from resrank_jax.sharding import fit_sharding, logical_to_spec
 from tests.hf_reference import make_tiny_hf, padded_batch
+from tests.tiny_models import TINY_GEMMA3
 
 
 def test_eight_fake_devices():
@@ -122,6 +123,8 @@ def test_every_parameter_carries_logical_axes():
                 tie_word_embeddings=False,
             )
         ),
+        init_backbone(TINY_GEMMA3),  # four norms per layer
+        init_backbone(TINY_GEMMA3.replace(scan_layers=True)),
     ):
         for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
             names = var.get_metadata().get("out_sharding")

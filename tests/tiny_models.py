@@ -23,6 +23,20 @@ TINY_DECODER = DecoderConfig(
     head_dim=8,
     qk_norm=True,
 )
+# Gemma 3-shaped: sliding, full, sliding layers (own RoPE bases), the four norms per layer,
+# (1 + w) norms, scaled embeddings, GeGLU, a query scale that is not head_dim**-0.5.
+TINY_GEMMA3 = TINY_DECODER.replace(
+    family="gemma3",
+    num_layers=3,
+    sliding_window=3,
+    layer_types=("sliding", "full", "sliding"),
+    local_rope_theta=10000.0,
+    norm_plus_one=True,
+    scale_embeddings=True,
+    sandwich_norms=True,
+    mlp_activation="gelu_tanh",
+    query_pre_attn_scalar=12,
+)
 TINY_BERT = BertConfig(
     vocab_size=VOCAB, hidden_size=24, intermediate_size=48, num_layers=1, num_heads=2
 )

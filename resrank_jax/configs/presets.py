@@ -133,3 +133,9 @@ PRESETS["minilm-e2rank"] = dataclasses.replace(
     ),  # 23M params (the SmolLM2 presets' remat is for their 135M decoder)
     data=dataclasses.replace(_SMOL.data, prompt_max_length=512),
 )
+# Gemma 3 270M (GGUF Q4_K_M from PyPI; Gemma terms of use) as the Reranker-LLM, ResRank as
+# published (the SPEC default above): MiniLM (384) into Gemma 3 (640) through the orthogonal
+# linear projector; same data, stages and learning rates.
+PRESETS["gemma3-270m"] = dataclasses.replace(
+    _SPEC, model=dataclasses.replace(_SPEC.model, reranker="gemma3-270m")
+)

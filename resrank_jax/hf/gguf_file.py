@@ -3,6 +3,8 @@ the tokenizer the file describes.
 
 llama.cpp's converter permutes the rows of ``attn_q`` / ``attn_k`` of Llama-architecture
 models (interleaved RoPE pairs); ``unpermute_qk`` undoes it so the HF rotate-half RoPE applies.
+For Gemma 3 it stores every RMSNorm weight as ``1 + w`` (its graph multiplies by the stored
+weight); import subtracts the 1 again, as transformers' GGUF loader does.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from resrank_jax.hf.config_map import UnsupportedModelError
+from resrank_jax.hf.config_map import UnsupportedModelError, config_from_hf
 from resrank_jax.models.config import DecoderConfig
 
 _LAYER_NAMES = {
@@ -33,21 +35,28 @@ _LAYER_NAMES = {
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
 }
+# Gemma 3's four norms per layer: ``ffn_norm`` is the MLP's input norm there.
+_GEMMA3_LAYER_NAMES = _LAYER_NAMES | {
+    "post_attention_norm.weight": "post_attention_layernorm.weight",
+    "ffn_norm.weight": "pre_feedforward_layernorm.weight",
+    "post_ffw_norm.weight": "post_feedforward_layernorm.weight",
+}
 _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
     "output.weight": "lm_head.weight",
 }
-_ARCHS = ("llama", "qwen2", "qwen3")
+_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
 
 
-def hf_name(gguf_name: str) -> str:
-    """HF tensor name of a GGUF tensor name; unknown names raise."""
+def hf_name(gguf_name: str, arch: str = "llama") -> str:
+    """HF tensor name of a GGUF tensor name of architecture ``arch``; unknown names raise."""
     if gguf_name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[gguf_name]
+    layer_names = _GEMMA3_LAYER_NAMES if arch == "gemma3" else _LAYER_NAMES
     m = re.fullmatch(r"blk\.(\d+)\.(.+)", gguf_name)
-    if m and m.group(2) in _LAYER_NAMES:
-        return f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}"
+    if m and m.group(2) in layer_names:
+        return f"model.layers.{m.group(1)}.{layer_names[m.group(2)]}"
     raise KeyError(f"GGUF tensor {gguf_name!r} has no HF counterpart in resrank_jax's key map")
 
 
@@ -76,7 +85,7 @@ class GGUFFile:
                 f"{self.path}: GGUF architecture {self.arch!r} is not supported "
                 f"({', '.join(_ARCHS)})"
             )
-        self._by_hf = {hf_name(t.name): t for t in self.reader.tensors}
+        self._by_hf = {hf_name(t.name, self.arch): t for t in self.reader.tensors}
         self.config = self._config()
 
     def meta(self, key: str, default: Any = None) -> Any:
@@ -89,6 +98,8 @@ class GGUFFile:
         vocab = self.meta(f"{a}.vocab_size") or len(
             self.reader.fields["tokenizer.ggml.tokens"].data
         )
+        if a == "gemma3":
+            return self._gemma3_config(int(vocab), int(d), int(n))
         return DecoderConfig(
             family=a,
             vocab_size=int(vocab),
@@ -106,6 +117,31 @@ class GGUFFile:
             max_position_embeddings=int(self.meta(f"{a}.context_length", 32768)),
         )
 
+    def _gemma3_config(self, vocab: int, d: int, n: int) -> DecoderConfig:
+        """Gemma 3 from its GGUF keys through the HF config reader (llama.cpp fixes the local
+        RoPE base at 10000 and every 6th layer global, as transformers' defaults do)."""
+        a = "gemma3"
+        scaling = self.meta(f"{a}.rope.scaling.type")
+        hf = {
+            "model_type": "gemma3_text",
+            "vocab_size": vocab,
+            "hidden_size": d,
+            "intermediate_size": int(self.meta(f"{a}.feed_forward_length")),
+            "num_hidden_layers": int(self.meta(f"{a}.block_count")),
+            "num_attention_heads": n,
+            "num_key_value_heads": int(self.meta(f"{a}.attention.head_count_kv", n)),
+            "head_dim": int(self.meta(f"{a}.attention.key_length", d // n)),
+            "query_pre_attn_scalar": int(self.meta(f"{a}.attention.key_length", d // n)),
+            "rope_theta": float(self.meta(f"{a}.rope.freq_base", 1e6)),
+            "rope_scaling": None
+            if scaling in (None, "none")
+            else {"rope_type": scaling, "factor": float(self.meta(f"{a}.rope.scaling.factor"))},
+            "rms_norm_eps": float(self.meta(f"{a}.attention.layer_norm_rms_epsilon")),
+            "sliding_window": int(self.meta(f"{a}.attention.sliding_window")),
+            "max_position_embeddings": int(self.meta(f"{a}.context_length", 32768)),
+        }
+        return config_from_hf(hf)
+
     @property
     def tensors(self) -> Mapping[str, np.ndarray]:
         return _DequantisedTensors(self)
@@ -119,6 +155,8 @@ class GGUFFile:
             array = unpermute_qk(array, self.config.num_heads)
         elif self.arch == "llama" and name.endswith("self_attn.k_proj.weight"):
             array = unpermute_qk(array, self.config.num_kv_heads)
+        elif self.arch == "gemma3" and name.endswith("norm.weight"):
+            array = array - 1.0
         return array
 
     def special_token_ids(self) -> dict[str, int | None]:

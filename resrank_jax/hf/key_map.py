@@ -36,7 +36,8 @@ def _linear(hf: str, path: StatePath, bias: bool = False) -> list[KeyRule]:
 
 
 def decoder_rules(cfg: DecoderConfig, prefix: str = "model.") -> list[KeyRule]:
-    """Rules for Qwen3 / Qwen2 / Llama. ``prefix`` is ``model.`` for *ForCausalLM files."""
+    """Rules for the decoders (Qwen3, Qwen2, Llama, Mistral, Gemma 3). ``prefix`` is
+    ``model.`` for *ForCausalLM files."""
     rules = [
         KeyRule(f"{prefix}embed_tokens.weight", ("embed_tokens", "embedding")),
         KeyRule(f"{prefix}norm.weight", ("norm", "weight")),
@@ -58,6 +59,9 @@ def _decoder_layer_rules(cfg: DecoderConfig, hf: str, i: int) -> list[KeyRule]:
             f"{hf}.post_attention_layernorm.weight", (*p, "post_attention_layernorm", "weight")
         ),
     ]
+    if cfg.sandwich_norms:
+        for name in ("pre_feedforward_layernorm", "post_feedforward_layernorm"):
+            rules.append(KeyRule(f"{hf}.{name}.weight", (*p, name, "weight")))
     for name in ("q_proj", "k_proj", "v_proj"):
         rules += _linear(f"{hf}.self_attn.{name}", (*p, "self_attn", name), bias=cfg.qkv_bias)
     rules += _linear(f"{hf}.self_attn.o_proj", (*p, "self_attn", "o_proj"))

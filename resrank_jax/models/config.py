@@ -1,7 +1,10 @@
 """Typed backbone configurations and the published sizes.
 
-``DecoderConfig`` covers the Qwen3 / Qwen2 / Llama (SmolLM2) family; ``BertConfig`` the
-bidirectional BERT encoders (all-MiniLM-L6-v2). Compute and parameter dtypes are separate.
+``DecoderConfig`` covers the causal decoders (Qwen3, Qwen2, Llama/SmolLM2, Mistral, Gemma 3);
+``BertConfig`` the bidirectional BERT encoders (all-MiniLM-L6-v2). Compute and parameter
+dtypes are separate. A family is a set of architecture flags, set once where a checkpoint's
+config is read (``hf.config_map``, ``hf.gguf_file``); the modules read the flags, never the
+family name.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from typing import Literal
 from resrank_jax.errors import ConfigError
 
 AttentionImpl = Literal["xla", "cudnn", "reference"]
-Family = Literal["qwen3", "qwen2", "llama"]
+Family = Literal["qwen3", "qwen2", "llama", "mistral", "gemma3"]
+RopeType = Literal["linear", "dynamic", "llama3"]
+LayerType = Literal["full", "sliding"]
+Activation = Literal["silu", "gelu_tanh"]
 
 # Rematerialisation of each layer in the backward pass: ``none`` keeps every activation;
 # ``full`` saves only the layer inputs and recomputes the rest; the others name the
@@ -46,13 +52,45 @@ def remat_choice(value: str | bool) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class DecoderConfig:
-    """A causal decoder of the Llama family.
+class RopeScaling:
+    """A RoPE frequency scaling as transformers defines it (``rope_scaling`` /
+    ``rope_parameters`` of ``config.json``).
 
-    ``qk_norm`` (per-head RMSNorm on q and k) is Qwen3; ``qkv_bias`` is Qwen2. ``remat``
-    names the rematerialisation of each layer (``REMAT_CHOICES``). ``scan_layers`` stores the
-    layers as one layer whose params carry a leading layer axis (logical name ``layers``) and
-    runs them with ``jax.lax.scan``: one layer is compiled instead of ``num_layers``.
+    ``linear``: every frequency divided by ``factor``. ``dynamic`` (NTK): the base grows with
+    the batch's length beyond ``original_max_position_embeddings``. ``llama3``: low frequencies
+    divided by ``factor``, high ones kept, the band between ``low_freq_factor`` and
+    ``high_freq_factor`` interpolated (Llama 3.1+).
+    """
+
+    rope_type: RopeType
+    factor: float
+    original_max_position_embeddings: int | None = None
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.rope_type not in RopeType.__args__:
+            raise ValueError(f"rope_type={self.rope_type!r}; choose from {RopeType.__args__}")
+        if self.rope_type != "linear" and self.original_max_position_embeddings is None:
+            raise ValueError(f"rope_type={self.rope_type!r} needs original_max_position_embeddings")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    """A causal decoder of the Llama family and its relatives.
+
+    ``qk_norm`` (per-head RMSNorm on q and k) is Qwen3 and Gemma 3; ``qkv_bias`` is Qwen2.
+    ``rope_scaling`` scales the RoPE frequencies of full-attention layers (Llama 3.x).
+    ``sliding_window`` is the window W of sliding layers: a token sees the W tokens up to
+    itself (Mistral: every layer; Gemma 3: the layers ``layer_types`` marks ``sliding``, whose
+    RoPE base is ``local_rope_theta``). Gemma 3's other flags: ``norm_plus_one`` (RMSNorm
+    scales by ``1 + w`` in fp32), ``scale_embeddings`` (token embeddings times
+    ``sqrt(hidden_size)``), ``sandwich_norms`` (norms after attention and around the MLP),
+    ``mlp_activation`` ``gelu_tanh`` (GeGLU) and ``query_pre_attn_scalar`` (attention scale
+    ``scalar**-0.5`` instead of ``head_dim**-0.5``). ``remat`` names the rematerialisation of
+    each layer (``REMAT_CHOICES``). ``scan_layers`` stores the layers as one layer whose params
+    carry a leading layer axis (logical name ``layers``) and runs them with ``jax.lax.scan``:
+    one layer is compiled instead of ``num_layers``.
     """
 
     family: Family
@@ -75,9 +113,34 @@ class DecoderConfig:
     remat: str = "none"  # one of REMAT_CHOICES; legacy booleans are converted
     attention_impl: AttentionImpl = "xla"
     scan_layers: bool = False
+    rope_scaling: RopeScaling | None = None
+    sliding_window: int | None = None
+    layer_types: tuple[LayerType, ...] | None = None  # None: all sliding iff sliding_window
+    local_rope_theta: float | None = None  # RoPE base of sliding layers (None: rope_theta)
+    norm_plus_one: bool = False
+    scale_embeddings: bool = False
+    sandwich_norms: bool = False
+    mlp_activation: Activation = "silu"
+    query_pre_attn_scalar: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "remat", remat_choice(self.remat))
+        if isinstance(self.rope_scaling, dict):  # from JSON
+            object.__setattr__(self, "rope_scaling", RopeScaling(**self.rope_scaling))
+        if self.layer_types is not None:
+            object.__setattr__(self, "layer_types", tuple(self.layer_types))
+            if len(self.layer_types) != self.num_layers or not set(self.layer_types) <= {
+                "full",
+                "sliding",
+            }:
+                raise ValueError(
+                    f"layer_types must name 'full' or 'sliding' for each of the "
+                    f"{self.num_layers} layers, got {self.layer_types}"
+                )
+        if "sliding" in self.kinds and not self.sliding_window:
+            raise ValueError("sliding layers need sliding_window")
+        if self.mlp_activation not in Activation.__args__:
+            raise ValueError(f"mlp_activation={self.mlp_activation!r}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"
@@ -89,6 +152,18 @@ class DecoderConfig:
 
     def replace(self, **changes) -> DecoderConfig:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def kinds(self) -> tuple[LayerType, ...]:
+        """The attention kind of each layer: ``sliding`` or ``full``."""
+        if self.layer_types is not None:
+            return self.layer_types
+        return ("sliding" if self.sliding_window else "full",) * self.num_layers
+
+    @property
+    def attention_scale(self) -> float:
+        """The factor on q.k: ``query_pre_attn_scalar**-0.5``, else ``head_dim**-0.5``."""
+        return (self.query_pre_attn_scalar or self.head_dim) ** -0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +264,64 @@ PRESETS: dict[str, DecoderConfig] = {
         max_position_embeddings=8192,
     ),
 }
+
+
+def gemma3_layer_types(num_layers: int, pattern: int = 6) -> tuple[LayerType, ...]:
+    """Gemma 3's interleaving: every ``pattern``-th layer is global, the others sliding."""
+    return tuple("full" if (i + 1) % pattern == 0 else "sliding" for i in range(num_layers))
+
+
+_GEMMA3 = dict(
+    family="gemma3",
+    head_dim=256,
+    query_pre_attn_scalar=256,
+    rope_theta=1e6,
+    local_rope_theta=10000.0,
+    qk_norm=True,
+    norm_plus_one=True,
+    scale_embeddings=True,
+    sandwich_norms=True,
+    mlp_activation="gelu_tanh",
+)
+# Published Gemma 3 text decoders (HF config.json of google/gemma-3-270m, gemma-3-1b-it and
+# the text tower of gemma-3-4b-it).
+PRESETS["gemma3-270m"] = DecoderConfig(
+    **_GEMMA3,
+    vocab_size=262144,
+    hidden_size=640,
+    intermediate_size=2048,
+    num_layers=18,
+    num_heads=4,
+    num_kv_heads=1,
+    sliding_window=512,
+    layer_types=gemma3_layer_types(18),
+    max_position_embeddings=32768,
+)
+PRESETS["gemma3-1b"] = DecoderConfig(
+    **_GEMMA3,
+    vocab_size=262144,
+    hidden_size=1152,
+    intermediate_size=6912,
+    num_layers=26,
+    num_heads=4,
+    num_kv_heads=1,
+    sliding_window=512,
+    layer_types=gemma3_layer_types(26),
+    max_position_embeddings=32768,
+)
+PRESETS["gemma3-4b"] = DecoderConfig(
+    **_GEMMA3,
+    vocab_size=262208,
+    hidden_size=2560,
+    intermediate_size=10240,
+    num_layers=34,
+    num_heads=8,
+    num_kv_heads=4,
+    sliding_window=1024,
+    layer_types=gemma3_layer_types(34),
+    rope_scaling=RopeScaling("linear", 8.0),
+    max_position_embeddings=131072,
+)
 for _size in ("0.6b", "4b", "8b"):
     PRESETS[f"qwen3-embedding-{_size}"] = PRESETS[f"qwen3-{_size}"].replace(has_lm_head=False)
 

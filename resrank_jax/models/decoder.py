@@ -1,26 +1,29 @@
-"""The causal decoder body of the Qwen3 / Qwen2 / Llama (SmolLM2) family.
+"""The causal decoder body of the Qwen3 / Qwen2 / Llama (SmolLM2) / Mistral / Gemma 3 family.
 
 Token ids **or** input embeddings in, final hidden states (after the final norm) out, logits
 when asked. Parameter names follow HF (``q_proj``, ``input_layernorm``...) so the key map in
-``resrank_jax.hf`` is a plain table.
+``resrank_jax.hf`` is a plain table. Layers are ``full`` or ``sliding`` (``DecoderConfig.kinds``);
+each kind gets its own RoPE tables and mask (``LayerInputs``), built once per call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from resrank_jax.models.config import DecoderConfig
+from resrank_jax.models.config import DecoderConfig, LayerType
 from resrank_jax.models.layers import (
+    GatedMLP,
     RMSNorm,
-    SwiGLU,
     apply_rope,
     attend,
     attend_with_mask,
+    causal_window,
     dense,
     merge_heads,
     partitioned,
@@ -36,8 +39,24 @@ KVCache = tuple[jax.Array, jax.Array]  # keys and values [B, S, K, H]
 LayerCaches = list[KVCache] | KVCache
 
 
+class LayerInputs(NamedTuple):
+    """What a layer of one kind needs besides its input: RoPE tables ``[B, T, 1, H]`` and
+    either the key padding mask ``key_mask_bs`` (``mask_b1ts`` None: fused causal attention)
+    or an explicit ``mask_b1ts`` (sliding windows, KV-cache steps)."""
+
+    cos: jax.Array
+    sin: jax.Array
+    key_mask_bs: jax.Array
+    mask_b1ts: jax.Array | None
+
+
+def _norm(cfg: DecoderConfig, dim: int) -> RMSNorm:
+    return RMSNorm(dim, cfg.rms_norm_eps, param_dtype=cfg.param_dtype, plus_one=cfg.norm_plus_one)
+
+
 class DecoderAttention(nnx.Module):
-    """GQA self-attention with RoPE; optional q/k RMSNorm (Qwen3) and q/k/v bias (Qwen2)."""
+    """GQA self-attention with RoPE; optional q/k RMSNorm (Qwen3, Gemma 3) and q/k/v bias
+    (Qwen2)."""
 
     def __init__(self, cfg: DecoderConfig, *, rngs: nnx.Rngs) -> None:
         self.cfg = cfg
@@ -48,84 +67,89 @@ class DecoderAttention(nnx.Module):
         self.v_proj = dense(d, k * h, ("embed", "kv_heads"), use_bias=cfg.qkv_bias, **kw)
         self.o_proj = dense(n * h, d, ("heads", "embed"), **kw)
         if cfg.qk_norm:
-            self.q_norm = RMSNorm(h, cfg.rms_norm_eps, param_dtype=cfg.param_dtype)
-            self.k_norm = RMSNorm(h, cfg.rms_norm_eps, param_dtype=cfg.param_dtype)
+            self.q_norm = _norm(cfg, h)
+            self.k_norm = _norm(cfg, h)
 
-    def _qkv(self, x_bld: jax.Array, cos: jax.Array, sin: jax.Array):
+    def _qkv(self, x_bld: jax.Array, inputs: LayerInputs):
         cfg = self.cfg
         q_blnh = split_heads(self.q_proj(x_bld), cfg.num_heads)
         k_blkh = split_heads(self.k_proj(x_bld), cfg.num_kv_heads)
         v_blkh = split_heads(self.v_proj(x_bld), cfg.num_kv_heads)
         if cfg.qk_norm:
             q_blnh, k_blkh = self.q_norm(q_blnh), self.k_norm(k_blkh)
+        cos, sin = inputs.cos, inputs.sin
         return apply_rope(q_blnh, cos, sin), apply_rope(k_blkh, cos, sin), v_blkh
 
-    def __call__(
-        self, x_bld: jax.Array, cos: jax.Array, sin: jax.Array, mask_bl: jax.Array
-    ) -> jax.Array:
-        q_blnh, k_blkh, v_blkh = self._qkv(x_bld, cos, sin)
-        out_blnh = attend(
-            q_blnh, k_blkh, v_blkh, mask_bl, causal=True, impl=self.cfg.attention_impl
-        )
-        return self.o_proj(merge_heads(out_blnh))
+    def _attend(self, q_btnh, k_bskh, v_bskh, inputs: LayerInputs) -> jax.Array:
+        impl, scale = self.cfg.attention_impl, self.cfg.attention_scale
+        if inputs.mask_b1ts is None:
+            return attend(
+                q_btnh, k_bskh, v_bskh, inputs.key_mask_bs, causal=True, impl=impl, scale=scale
+            )
+        return attend_with_mask(q_btnh, k_bskh, v_bskh, inputs.mask_b1ts, impl=impl, scale=scale)
+
+    def __call__(self, x_bld: jax.Array, inputs: LayerInputs) -> jax.Array:
+        q_blnh, k_blkh, v_blkh = self._qkv(x_bld, inputs)
+        return self.o_proj(merge_heads(self._attend(q_blnh, k_blkh, v_blkh, inputs)))
 
     def cached(
-        self,
-        x_btd: jax.Array,
-        cos: jax.Array,
-        sin: jax.Array,
-        cache: KVCache,
-        key_mask_bs: jax.Array,
-        write_index: jax.Array,
+        self, x_btd: jax.Array, inputs: LayerInputs, cache: KVCache, write_index: jax.Array
     ) -> tuple[jax.Array, KVCache]:
         """Attention of T new tokens written at ``write_index`` of a cache of S slots; they see
-        the cached keys that ``key_mask_bs`` keeps, causally. Returns output and new cache."""
-        q_btnh, k_btkh, v_btkh = self._qkv(x_btd, cos, sin)
+        the slots ``inputs.mask_b1ts`` keeps. Returns output and new cache."""
+        q_btnh, k_btkh, v_btkh = self._qkv(x_btd, inputs)
         k_bskh = jax.lax.dynamic_update_slice(
             cache[0], k_btkh.astype(cache[0].dtype), (0, write_index, 0, 0)
         )
         v_bskh = jax.lax.dynamic_update_slice(
             cache[1], v_btkh.astype(cache[1].dtype), (0, write_index, 0, 0)
         )
-        t, s = x_btd.shape[1], k_bskh.shape[1]
-        causal_ts = jnp.arange(s)[None, :] <= write_index + jnp.arange(t)[:, None]
-        mask_b1ts = key_mask_bs.astype(bool)[:, None, None, :] & causal_ts[None, None]
-        out_btnh = attend_with_mask(q_btnh, k_bskh, v_bskh, mask_b1ts, impl=self.cfg.attention_impl)
+        out_btnh = self._attend(q_btnh, k_bskh, v_bskh, inputs)
         return self.o_proj(merge_heads(out_btnh)), (k_bskh, v_bskh)
 
 
 class DecoderLayer(nnx.Module):
-    """Pre-norm block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
+    """Pre-norm block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``. With
+    ``sandwich_norms`` (Gemma 3) the attention and MLP outputs are normed too, and the MLP's
+    input norm is ``pre_feedforward_layernorm`` (HF names)."""
 
     def __init__(self, cfg: DecoderConfig, *, rngs: nnx.Rngs) -> None:
-        self.input_layernorm = RMSNorm(
-            cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.param_dtype
-        )
+        self.sandwich = cfg.sandwich_norms
+        self.input_layernorm = _norm(cfg, cfg.hidden_size)
         self.self_attn = DecoderAttention(cfg, rngs=rngs)
-        self.post_attention_layernorm = RMSNorm(
-            cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.param_dtype
-        )
-        self.mlp = SwiGLU(
+        self.post_attention_layernorm = _norm(cfg, cfg.hidden_size)
+        if cfg.sandwich_norms:
+            self.pre_feedforward_layernorm = _norm(cfg, cfg.hidden_size)
+            self.post_feedforward_layernorm = _norm(cfg, cfg.hidden_size)
+        self.mlp = GatedMLP(
             cfg.hidden_size,
             cfg.intermediate_size,
+            activation=cfg.mlp_activation,
             dtype=cfg.dtype,
             param_dtype=cfg.param_dtype,
             rngs=rngs,
         )
 
-    def __call__(
-        self, x_bld: jax.Array, cos: jax.Array, sin: jax.Array, mask_bl: jax.Array
-    ) -> jax.Array:
-        x_bld = x_bld + self.self_attn(self.input_layernorm(x_bld), cos, sin, mask_bl)
-        return x_bld + self.mlp(self.post_attention_layernorm(x_bld))
+    def _add_attention(self, x_bld: jax.Array, attn_bld: jax.Array) -> jax.Array:
+        return x_bld + (self.post_attention_layernorm(attn_bld) if self.sandwich else attn_bld)
 
-    def cached(self, x_btd, cos, sin, cache, key_mask_bs, write_index):
+    def _add_mlp(self, x_bld: jax.Array) -> jax.Array:
+        if not self.sandwich:
+            return x_bld + self.mlp(self.post_attention_layernorm(x_bld))
+        return x_bld + self.post_feedforward_layernorm(
+            self.mlp(self.pre_feedforward_layernorm(x_bld))
+        )
+
+    def __call__(self, x_bld: jax.Array, inputs: LayerInputs) -> jax.Array:
+        x_bld = self._add_attention(x_bld, self.self_attn(self.input_layernorm(x_bld), inputs))
+        return self._add_mlp(x_bld)
+
+    def cached(self, x_btd, inputs: LayerInputs, cache: KVCache, write_index):
         """``__call__`` for new tokens against a KV cache (see ``DecoderAttention.cached``)."""
         attn_btd, cache = self.self_attn.cached(
-            self.input_layernorm(x_btd), cos, sin, cache, key_mask_bs, write_index
+            self.input_layernorm(x_btd), inputs, cache, write_index
         )
-        x_btd = x_btd + attn_btd
-        return x_btd + self.mlp(self.post_attention_layernorm(x_btd)), cache
+        return self._add_mlp(self._add_attention(x_btd, attn_btd)), cache
 
 
 def stacked_layers(cfg: DecoderConfig, rngs: nnx.Rngs) -> DecoderLayer:
@@ -182,7 +206,7 @@ class Decoder(nnx.Module):
             self.layers = stacked_layers(cfg, rngs)
         else:
             self.layers = nnx.List([DecoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.param_dtype)
+        self.norm = _norm(cfg, cfg.hidden_size)
         if cfg.has_lm_head and not cfg.tie_word_embeddings:
             self.lm_head = dense(
                 cfg.hidden_size,
@@ -193,9 +217,19 @@ class Decoder(nnx.Module):
                 rngs=rngs,
             )
 
+    @property
+    def embed_scale(self) -> float:
+        """The factor on looked-up token embeddings: ``sqrt(hidden)`` (Gemma) or 1."""
+        return self.cfg.hidden_size**0.5 if self.cfg.scale_embeddings else 1.0
+
     def embed(self, input_ids_bl: jax.Array) -> jax.Array:
-        """Token embeddings ``[B, L, D]`` (the input the reranker splices slots into)."""
-        return self.embed_tokens(input_ids_bl)
+        """Token embeddings ``[B, L, D]`` (the input the reranker splices slots into), scaled
+        by ``embed_scale`` rounded to the param dtype as transformers does."""
+        x_bld = self.embed_tokens(input_ids_bl)
+        if not self.cfg.scale_embeddings:
+            return x_bld
+        scale = jnp.asarray(self.embed_scale, jnp.dtype(self.cfg.param_dtype))
+        return x_bld * scale.astype(x_bld.dtype)
 
     def __call__(
         self,
@@ -209,7 +243,8 @@ class Decoder(nnx.Module):
 
         Args:
             input_ids_bl: token ids ``[B, L]`` (exactly one of ids / embeddings).
-            inputs_embeds_bld: input embeddings ``[B, L, D]``.
+            inputs_embeds_bld: input embeddings ``[B, L, D]`` (already scaled, as ``embed``
+                returns them).
             attention_mask_bl: 1 for real tokens, 0 for padding (left or right), ``[B, L]``.
             return_logits: also return logits ``[B, L, V]`` in fp32.
 
@@ -223,34 +258,77 @@ class Decoder(nnx.Module):
         x_bld = x_bld.astype(jnp.dtype(cfg.dtype))
         if attention_mask_bl is None:
             attention_mask_bl = jnp.ones(x_bld.shape[:2], jnp.int32)
-        cos, sin = rope_cos_sin(
-            positions_from_mask(attention_mask_bl), cfg.head_dim, cfg.rope_theta
+        index_l = jnp.arange(x_bld.shape[1])
+        inputs = self._layer_inputs(
+            positions_from_mask(attention_mask_bl), attention_mask_bl, index_l, index_l
         )
-        hidden_bld = self.norm(self._run_layers(x_bld, cos, sin, attention_mask_bl))
+        hidden_bld = self.norm(self._run_layers(x_bld, inputs))
         if not return_logits:
             return hidden_bld
         return hidden_bld, self.logits(hidden_bld)
 
-    def _run_layers(
-        self, x_bld: jax.Array, cos: jax.Array, sin: jax.Array, mask_bl: jax.Array
-    ) -> jax.Array:
+    def _layer_inputs(
+        self,
+        positions_bt: jax.Array,
+        key_mask_bs: jax.Array,
+        query_index_t: jax.Array,
+        key_index_s: jax.Array,
+        *,
+        cached: bool = False,
+    ) -> dict[LayerType, LayerInputs]:
+        """``LayerInputs`` of each layer kind present. Full layers keep the fused causal path
+        (no explicit mask) unless some layer slides or a KV cache is used."""
+        cfg = self.cfg
+        explicit = cached or "sliding" in cfg.kinds
+        inputs = {}
+        for kind in sorted(set(cfg.kinds)):
+            local = kind == "sliding" and cfg.local_rope_theta is not None
+            theta = cfg.local_rope_theta if local else cfg.rope_theta
+            scaling = None if local else cfg.rope_scaling
+            cos, sin = rope_cos_sin(positions_bt, cfg.head_dim, theta, scaling)
+            mask_b1ts = None
+            if explicit:
+                window = cfg.sliding_window if kind == "sliding" else None
+                keep_ts = causal_window(query_index_t, key_index_s, window)
+                mask_b1ts = key_mask_bs.astype(bool)[:, None, None, :] & keep_ts[None, None]
+            inputs[kind] = LayerInputs(cos, sin, key_mask_bs, mask_b1ts)
+        return inputs
+
+    def _scanned_inputs(self, inputs: dict[LayerType, LayerInputs]):
+        """``(per-layer selector xs, select(xs_i) -> LayerInputs)`` for scanned layers: one
+        kind needs no selection; two kinds are chosen per layer by a scanned flag."""
+        kinds = self.cfg.kinds
+        if len(inputs) == 1:
+            only = next(iter(inputs.values()))
+            return None, lambda _: only
+        sliding_l = jnp.asarray(np.array([k == "sliding" for k in kinds]))
+
+        def select(is_sliding: jax.Array) -> LayerInputs:
+            return jax.tree.map(
+                lambda a, b: jnp.where(is_sliding, a, b), inputs["sliding"], inputs["full"]
+            )
+
+        return sliding_l, select
+
+    def _run_layers(self, x_bld: jax.Array, inputs: dict[LayerType, LayerInputs]) -> jax.Array:
         """All layers over ``x [B, L, D]``: scanned or unrolled, rematerialised per layer as
         ``cfg.remat`` says."""
         cfg = self.cfg
         if cfg.scan_layers:
+            xs, select = self._scanned_inputs(inputs)
 
-            def step(layer: DecoderLayer, x: jax.Array, _: None) -> tuple[jax.Array, None]:
-                return layer(x, cos, sin, mask_bl), None
+            def step(layer: DecoderLayer, x: jax.Array, xs_i: Any) -> tuple[jax.Array, None]:
+                return layer(x, select(xs_i)), None
 
-            return scan_over_layers(self.layers, step, x_bld, None, remat=cfg.remat)[0]
+            return scan_over_layers(self.layers, step, x_bld, xs, remat=cfg.remat)[0]
 
-        def call(layer: DecoderLayer, *args: jax.Array) -> jax.Array:
-            return layer(*args)
+        def call(layer: DecoderLayer, x: jax.Array, layer_inputs: LayerInputs) -> jax.Array:
+            return layer(x, layer_inputs)
 
         if cfg.remat != "none":
             call = nnx.remat(call, policy=remat_policy(cfg.remat))
-        for layer in self.layers:
-            x_bld = call(layer, x_bld, cos, sin, mask_bl)
+        for layer, kind in zip(self.layers, cfg.kinds, strict=True):
+            x_bld = call(layer, x_bld, inputs[kind])
         return x_bld
 
     def init_cache(self, batch: int, slots: int) -> LayerCaches:
@@ -280,21 +358,24 @@ class Decoder(nnx.Module):
         """
         cfg = self.cfg
         x_btd = self.embed(input_ids_bt).astype(jnp.dtype(cfg.dtype))
-        cos, sin = rope_cos_sin(positions_bt, cfg.head_dim, cfg.rope_theta)
+        t, s = input_ids_bt.shape[1], key_mask_bs.shape[1]
+        inputs = self._layer_inputs(
+            positions_bt, key_mask_bs, write_index + jnp.arange(t), jnp.arange(s), cached=True
+        )
         if cfg.scan_layers:
+            xs, select = self._scanned_inputs(inputs)
 
             def step(
-                layer: DecoderLayer, x: jax.Array, layer_cache: KVCache
+                layer: DecoderLayer, x: jax.Array, cache_and_xs: tuple[KVCache, Any]
             ) -> tuple[jax.Array, KVCache]:
-                return layer.cached(x, cos, sin, layer_cache, key_mask_bs, write_index)
+                layer_cache, xs_i = cache_and_xs
+                return layer.cached(x, select(xs_i), layer_cache, write_index)
 
-            x_btd, cache = scan_over_layers(self.layers, step, x_btd, cache, remat="none")
+            x_btd, cache = scan_over_layers(self.layers, step, x_btd, (cache, xs), remat="none")
             return self.norm(x_btd), cache
         new_cache = []
-        for layer, layer_cache in zip(self.layers, cache, strict=True):
-            x_btd, layer_cache = layer.cached(
-                x_btd, cos, sin, layer_cache, key_mask_bs, write_index
-            )
+        for layer, kind, layer_cache in zip(self.layers, cfg.kinds, cache, strict=True):
+            x_btd, layer_cache = layer.cached(x_btd, inputs[kind], layer_cache, write_index)
             new_cache.append(layer_cache)
         return self.norm(x_btd), new_cache
 

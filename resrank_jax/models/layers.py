@@ -1,5 +1,5 @@
-"""Building blocks shared by the backbones: linear layers with logical axes, RMSNorm, RoPE,
-SwiGLU and attention.
+"""Building blocks shared by the backbones: linear layers with logical axes, RMSNorm, RoPE
+(with its scalings), gated MLPs and attention (causal, padded, sliding-window).
 
 Shape letters: B batch, L length (T query / S key), D model width, N query heads, K kv heads,
 H head dim, F feed-forward width.
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from resrank_jax.models.config import AttentionImpl
+from resrank_jax.models.config import Activation, AttentionImpl, RopeScaling
 
 
 def partitioned(init: nnx.Initializer, axes: tuple[str, ...]) -> nnx.Initializer:
@@ -48,17 +48,24 @@ def dense(
 
 
 class RMSNorm(nnx.Module):
-    """RMSNorm over the last axis, computed in fp32 (HF Llama/Qwen semantics)."""
+    """RMSNorm over the last axis, normalised in fp32.
 
-    def __init__(self, dim: int, eps: float, *, param_dtype: str) -> None:
-        self.eps = eps
+    Llama/Qwen semantics: ``w * x_hat`` in the input dtype, ``w`` initialised to ones.
+    ``plus_one`` (Gemma): ``(1 + w) * x_hat`` in fp32, then cast, ``w`` initialised to zeros.
+    """
+
+    def __init__(self, dim: int, eps: float, *, param_dtype: str, plus_one: bool = False) -> None:
+        self.eps, self.plus_one = eps, plus_one
+        init = jnp.zeros if plus_one else jnp.ones
         self.weight = nnx.Param(
-            jnp.ones((dim,), jnp.dtype(param_dtype)), out_sharding=("norm",), eager_sharding=False
+            init((dim,), jnp.dtype(param_dtype)), out_sharding=("norm",), eager_sharding=False
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        if self.plus_one:
+            return (x32 * (1.0 + self.weight[...].astype(jnp.float32))).astype(x.dtype)
         return self.weight[...].astype(x.dtype) * x32.astype(x.dtype)
 
 
@@ -67,11 +74,47 @@ def positions_from_mask(mask_bl: jax.Array) -> jax.Array:
     return jnp.maximum(jnp.cumsum(mask_bl.astype(jnp.int32), axis=-1) - 1, 0)
 
 
+def rope_inv_freq(
+    head_dim: int, theta: float, scaling: RopeScaling | None, positions_bl: jax.Array
+) -> jax.Array:
+    """RoPE inverse frequencies ``[H/2]`` in fp32, scaled as transformers' ``rope_type`` does.
+
+    ``dynamic`` depends on the batch: its length is ``max(positions) + 1`` (transformers
+    keeps the longest length seen so far in a buffer; this is the stateless form, equal to it
+    on a fresh model).
+    """
+    exponents = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
+    if scaling is not None and scaling.rope_type == "dynamic":
+        original = scaling.original_max_position_embeddings
+        length = jnp.maximum(jnp.max(positions_bl) + 1, original).astype(jnp.float32)
+        growth = scaling.factor * length / original - (scaling.factor - 1)
+        theta = theta * growth ** (head_dim / (head_dim - 2))
+    inv_freq = 1.0 / (theta**exponents)
+    if scaling is None or scaling.rope_type == "dynamic":
+        return inv_freq
+    if scaling.rope_type == "linear":
+        return inv_freq / scaling.factor
+    return _llama3_inv_freq(inv_freq, scaling)
+
+
+def _llama3_inv_freq(inv_freq: jax.Array, scaling: RopeScaling) -> jax.Array:
+    """Llama 3.1's scaling: wavelengths above ``original / low_freq_factor`` divided by
+    ``factor``, below ``original / high_freq_factor`` kept, smoothly blended between."""
+    original, factor = scaling.original_max_position_embeddings, scaling.factor
+    low, high = scaling.low_freq_factor, scaling.high_freq_factor
+    wavelen = 2 * jnp.pi / inv_freq
+    scaled = jnp.where(wavelen > original / low, inv_freq / factor, inv_freq)
+    smooth = (original / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= original / high) & (wavelen <= original / low)
+    return jnp.where(medium, blended, scaled)
+
+
 def rope_cos_sin(
-    positions_bl: jax.Array, head_dim: int, theta: float
+    positions_bl: jax.Array, head_dim: int, theta: float, scaling: RopeScaling | None = None
 ) -> tuple[jax.Array, jax.Array]:
     """RoPE tables ``[B, L, 1, H]`` in fp32 (HF's ``rotate_half`` layout)."""
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    inv_freq = rope_inv_freq(head_dim, theta, scaling, positions_bl)
     angles = positions_bl.astype(jnp.float32)[..., None] * inv_freq  # [B, L, H/2]
     angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
     return jnp.cos(angles), jnp.sin(angles)
@@ -94,14 +137,31 @@ def attention_mask(key_mask_bs: jax.Array, causal: bool) -> jax.Array:
     return mask
 
 
-def reference_attention(
-    q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array, mask_b1ts: jax.Array
+def causal_window(
+    query_index_t: jax.Array, key_index_s: jax.Array, window: int | None
 ) -> jax.Array:
-    """Plain softmax attention with GQA, fp32 softmax; the reference for the fused paths."""
+    """``[T, S]``: key ``s`` is at or before query ``t`` and, with a ``window`` W, one of the
+    W positions up to it (``t - W < s <= t``, transformers' sliding window). Indices are
+    sequence (cache) positions, padding included, as in transformers."""
+    keep = key_index_s[None, :] <= query_index_t[:, None]
+    if window is not None:
+        keep = keep & (key_index_s[None, :] > query_index_t[:, None] - window)
+    return keep
+
+
+def reference_attention(
+    q_btnh: jax.Array,
+    k_bskh: jax.Array,
+    v_bskh: jax.Array,
+    mask_b1ts: jax.Array,
+    scale: float | None = None,
+) -> jax.Array:
+    """Plain softmax attention with GQA, fp32 softmax; the reference for the fused paths.
+    ``scale`` multiplies q.k (default ``H**-0.5``)."""
     n, k = q_btnh.shape[2], k_bskh.shape[2]
     k_bsnh = jnp.repeat(k_bskh, n // k, axis=2)
     v_bsnh = jnp.repeat(v_bskh, n // k, axis=2)
-    scale = q_btnh.shape[-1] ** -0.5
+    scale = q_btnh.shape[-1] ** -0.5 if scale is None else scale
     logits = jnp.einsum("btnh,bsnh->bnts", q_btnh, k_bsnh).astype(jnp.float32) * scale
     logits = jnp.where(mask_b1ts, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v_bsnh.dtype)
@@ -116,16 +176,18 @@ def attend(
     *,
     causal: bool,
     impl: AttentionImpl,
+    scale: float | None = None,
 ) -> jax.Array:
     """Multi-head attention with padding mask; GQA when K < N. Returns ``[B, T, N, H]``.
 
     ``xla`` and ``cudnn`` go through ``jax.nn.dot_product_attention``; ``reference`` is the
     plain einsum path the tests compare against. Query rows of padding tokens see no key and
-    come out as the mean of the values (finite, never NaN); callers ignore them.
+    come out as the mean of the values (finite, never NaN); callers ignore them. ``scale``
+    multiplies q.k (default ``H**-0.5``).
     """
     if impl == "reference":
         return attend_with_mask(
-            q_btnh, k_bskh, v_bskh, attention_mask(key_mask_bs, causal), impl=impl
+            q_btnh, k_bskh, v_bskh, attention_mask(key_mask_bs, causal), impl=impl, scale=scale
         )
     # Key padding as a mask plus is_causal (cuDNN then skips the masked-out causal blocks).
     # XLA broadcasts a [B, 1, 1, S] mask; cuDNN turns the mask into a bias and requires its
@@ -135,7 +197,13 @@ def attend(
     if impl == "cudnn":
         mask_b1ts = jnp.broadcast_to(mask_b1ts, (b, 1, t, s))
     return jax.nn.dot_product_attention(
-        q_btnh, k_bskh, v_bskh, mask=mask_b1ts, is_causal=causal, implementation=impl
+        q_btnh,
+        k_bskh,
+        v_bskh,
+        mask=mask_b1ts,
+        is_causal=causal,
+        scale=scale,
+        implementation=impl,
     )
 
 
@@ -146,24 +214,45 @@ def attend_with_mask(
     mask_b1ts: jax.Array,
     *,
     impl: AttentionImpl,
+    scale: float | None = None,
 ) -> jax.Array:
-    """Attention under an explicit boolean mask ``[B, 1, T, S]`` (KV-cache decoding)."""
+    """Attention under an explicit boolean mask ``[B, 1, T, S]`` (KV-cache decoding, sliding
+    windows)."""
     if impl == "reference":
-        return reference_attention(q_btnh, k_bskh, v_bskh, mask_b1ts)
-    return jax.nn.dot_product_attention(q_btnh, k_bskh, v_bskh, mask=mask_b1ts, implementation=impl)
+        return reference_attention(q_btnh, k_bskh, v_bskh, mask_b1ts, scale)
+    return jax.nn.dot_product_attention(
+        q_btnh, k_bskh, v_bskh, mask=mask_b1ts, scale=scale, implementation=impl
+    )
 
 
-class SwiGLU(nnx.Module):
-    """``down(silu(gate(x)) * up(x))`` with HF names."""
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "silu": jax.nn.silu,
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+}
 
-    def __init__(self, d: int, f: int, *, dtype: str, param_dtype: str, rngs: nnx.Rngs):
+
+class GatedMLP(nnx.Module):
+    """``down(act(gate(x)) * up(x))`` with HF names: SwiGLU (``silu``), GeGLU (``gelu_tanh``)."""
+
+    def __init__(
+        self,
+        d: int,
+        f: int,
+        *,
+        activation: Activation = "silu",
+        dtype: str,
+        param_dtype: str,
+        rngs: nnx.Rngs,
+    ):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.activation = activation
         self.gate_proj = dense(d, f, ("embed", "mlp"), **kw)
         self.up_proj = dense(d, f, ("embed", "mlp"), **kw)
         self.down_proj = dense(f, d, ("mlp", "embed"), **kw)
 
     def __call__(self, x_bld: jax.Array) -> jax.Array:
-        return self.down_proj(jax.nn.silu(self.gate_proj(x_bld)) * self.up_proj(x_bld))
+        gate = ACTIVATIONS[self.activation](self.gate_proj(x_bld))
+        return self.down_proj(gate * self.up_proj(x_bld))
 
 
 def remat_policy(remat: str) -> Callable[..., bool] | None:

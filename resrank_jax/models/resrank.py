@@ -20,9 +20,10 @@ from resrank_jax.models.pooling import l2_normalize
 
 
 def mean_token_norm(decoder: Decoder) -> jax.Array:
-    """Mean L2 norm of the reranker's token embeddings (no gradient): the scale of a slot."""
+    """Mean L2 norm of the reranker's input token embeddings (``embed_scale`` included; no
+    gradient): the scale of a slot."""
     table = jax.lax.stop_gradient(decoder.embed_tokens.embedding[...].astype(jnp.float32))
-    return jnp.mean(jnp.linalg.norm(table, axis=-1))
+    return jnp.mean(jnp.linalg.norm(table, axis=-1)) * decoder.embed_scale
 
 
 class ResRank(nnx.Module):
