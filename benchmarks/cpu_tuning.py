@@ -120,7 +120,7 @@ CANDIDATES: dict[str, tuple[str, dict, dict, str]] = {
 }
 
 
-def headmajor_attend(q_btnh, k_bskh, v_bskh, key_mask_bs, *, causal, impl):
+def headmajor_attend(q_btnh, k_bskh, v_bskh, key_mask_bs, *, causal, impl, scale=None):
     """``layers.attend`` with q/k/v transposed to head-major ``[B, K, G, T, H]`` before the
     dots and the softmax normalised after the second dot (on ``[.., T, H]``, not ``[.., T, S]``).
     Rows that see no key come out as the mean of the values, as in ``attend``."""
@@ -128,7 +128,8 @@ def headmajor_attend(q_btnh, k_bskh, v_bskh, key_mask_bs, *, causal, impl):
 
     b, t, n, h = q_btnh.shape
     k = k_bskh.shape[2]
-    q = jnp.transpose(q_btnh.reshape(b, t, k, n // k, h), (0, 2, 3, 1, 4)) * h**-0.5
+    scale = h**-0.5 if scale is None else scale
+    q = jnp.transpose(q_btnh.reshape(b, t, k, n // k, h), (0, 2, 3, 1, 4)) * scale
     keys, values = jnp.transpose(k_bskh, (0, 2, 1, 3)), jnp.transpose(v_bskh, (0, 2, 1, 3))
     logits = jnp.einsum("bkgth,bksh->bkgts", q, keys).astype(jnp.float32)
     keep = key_mask_bs.astype(bool)[:, None, None, None, :]

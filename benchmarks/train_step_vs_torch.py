@@ -2,6 +2,7 @@
 with transformers models, same weights, batch and CPU, timed side by side.
 
     python benchmarks/train_step_vs_torch.py [--repeats 3] [--lists 4] [--override K=V ...]
+        [--name train_step_vs_torch]
 
 Both sides: all-MiniLM-L6-v2 encoder (mean pooling) + SmolLM2-135M-Instruct reranker (from
 the packaged GGUF), MLP projector, slot splicing, norm-sum residual, cosine scores, RankNet
@@ -151,6 +152,7 @@ def main() -> None:
     p.add_argument(
         "--override", action="append", default=[], help="extra config override (repeatable)"
     )
+    p.add_argument("--name", default="train_step_vs_torch", help="benchmarks/results/NAME.json")
     args = p.parse_args()
     jax_step, torch_step, info = build_steps(args.lists, tuple(args.override))
     jax_s = median_seconds(jax_step, args.repeats)
@@ -167,7 +169,7 @@ def main() -> None:
     }
     print(row)
     out = write_result(
-        "train_step_vs_torch",
+        args.name,
         {
             "benchmark": "train_step_vs_torch",
             "device": device_name(),
