@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resrank_jax import load_backbone
+from resrank_jax import export_hf, load_backbone
 from resrank_jax.hf.config_map import UnsupportedModelError, config_from_hf
 from resrank_jax.models.build import backbone_from_arrays, flat_params
 from tests.hf_reference import SLIDING_WINDOW, hf_forward, make_tiny_hf, padded_batch
@@ -112,6 +112,11 @@ def test_llama_rope_scaling_matches_hf_beyond_the_original_context(rope_type, tm
         model.cfg.replace(rope_scaling=None), lambda path: np.asarray(flat_params(model)[path])
     )
     assert max(_max_diff(unscaled, hf_model, ids, mask)) > 100 * TOL  # the scaling matters
+    import transformers
+
+    export_hf(model, tmp_path / "exported")  # the scaling survives export
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "exported").eval()
+    assert max(_max_diff(model, reloaded, ids, mask)) <= TOL
 
 
 @pytest.mark.parametrize("rope_type", ["yarn", "longrope"])
