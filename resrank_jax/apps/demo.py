@@ -9,20 +9,25 @@ reranks them with that model's ResRank (retrieve-then-rerank with one encoder).
     python -m resrank_jax.apps.demo ...   (the same)
 
 Defaults fit ~15 minutes on 2 CPU cores (query subsets, short passages); ``--full`` ranks all
-queries after one pass over the training lists (72 min); ``--reduced`` is the seconds-scale
+queries after one pass over the training lists (hours on 2 cores: README); ``--reduced`` is the
+seconds-scale
 mode the test suite runs. ``--generative`` adds the generative listwise baseline
 (SmolLM2-135M-Instruct, window 20/10) on the DL19 queries, about 160 s a query on 2 cores.
-Rerunning resumes the training runs and recomputes the table.
+Rerunning resumes the training runs and the evaluation: each finished (set, ranker) entry is
+journaled in ``OUTPUT_DIR/eval_journal.jsonl`` (``apps/eval_journal.py``) and not ranked
+again while the sizes and trained runs are the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
 
+from resrank_jax.apps.eval_journal import EvalJournal
 from resrank_jax.apps.experiment import eval_datasets
 from resrank_jax.apps.plot import quality_latency_svg
 from resrank_jax.config import resolve_config
@@ -142,8 +147,11 @@ def run(args: argparse.Namespace) -> int:
     with PHASES.phase("load rankers"):
         named, trained, dl19_only = load_rankers(out, size, args.generative)
     print("[3/3] reranking")
+    journal = EvalJournal(out / "eval_journal.jsonl", fingerprint(out, size, args.generative))
+    if journal.entries:
+        print(f"resuming the evaluation: {len(journal.entries)} entries already done")
     with PHASES.phase("evaluation"):
-        rows, points = evaluate_all(named, trained, dl19_only, size)
+        rows, points = evaluate_all(named, trained, dl19_only, size, journal)
     table = format_table(rows)
     print(table)
     total_s = time.perf_counter() - started
@@ -173,6 +181,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def fingerprint(out: Path, size: DemoSize, generative: bool) -> dict:
+    """What the evaluation depends on: the sizes and each trained run's config and step."""
+    runs = {}
+    for preset in TRAINED.values():
+        config = (out / preset / "config.json").read_bytes()
+        steps = json.loads((out / preset / "summary.json").read_text())["steps"]
+        runs[preset] = {"config_sha256": hashlib.sha256(config).hexdigest(), "steps": steps}
+    return {"size": dataclasses.asdict(size), "generative": generative, "runs": runs}
+
+
 def load_rankers(out: Path, size: DemoSize, generative: bool) -> tuple[list, dict, list]:
     """The rankers of the table: ``(name, ranker)`` pairs for every set, the trained runs'
     rankers by label, and the DL19-only generative baseline when asked for."""
@@ -196,25 +214,44 @@ def load_rankers(out: Path, size: DemoSize, generative: bool) -> tuple[list, dic
 
 
 def evaluate_all(
-    named: list, trained: dict, dl19_only: list, size: DemoSize
+    named: list, trained: dict, dl19_only: list, size: DemoSize, journal: EvalJournal
 ) -> tuple[dict[str, dict], list[dict]]:
     """Every ranker on DL19 and SciFact (BM25 also on all queries), and the dense retrieval
-    rows of SciFact; returns the table's rows and the quality/latency points."""
+    rows of SciFact; returns the table's rows and the quality/latency points. Entries the
+    ``journal`` holds are taken from it; each new one is journaled when it finishes."""
     rows, points = {}, []
+
+    def entry(key: str, compute) -> None:
+        done = journal.get(key)
+        if done is None:
+            new_rows, new_points = compute()
+            journal.put(key, new_rows, new_points)
+            done = journal.get(key)
+        rows.update(done["rows"])
+        points.extend(done["points"])
+
     for dataset, max_queries in eval_datasets(size.dl19_queries, size.scifact_queries):
         full_bm25 = evaluate_ranker(IdentityRanker("bm25"), dataset, progress=False)
         full_bm25["ranker"] = "bm25"
         rows[f"{dataset.name} (all {full_bm25['queries']} q)"] = full_bm25
         extra = dl19_only if dataset.name == "DL19" else []
         for name, ranker in [*named, *extra]:
-            m = evaluate_ranker(ranker, dataset, max_queries=max_queries or None)
-            m["ranker"] = name
-            rows[f"{dataset.name} ({m['queries']} q) / {name}"] = m
-            points.append({**m, "dataset": dataset.name})
+
+            def one_ranker(ranker=ranker, name=name, dataset=dataset, max_queries=max_queries):
+                m = evaluate_ranker(ranker, dataset, max_queries=max_queries or None)
+                m["ranker"] = name
+                key = f"{dataset.name} ({m['queries']} q) / {name}"
+                return {key: m}, [{**m, "dataset": dataset.name}]
+
+            entry(f"{dataset.name} / {name}", one_ranker)
         if dataset.name == "SciFact-test":
-            corpus = scifact_corpus(dataset, max_queries, size.whole_corpus)
             for label, rankers in trained.items():
-                rows.update(dense_retrieval_rows(label, rankers, dataset, max_queries, corpus))
+
+                def retrieval(label=label, rankers=rankers, dataset=dataset, mq=max_queries):
+                    corpus = scifact_corpus(dataset, mq, size.whole_corpus)
+                    return dense_retrieval_rows(label, rankers, dataset, mq, corpus), []
+
+                entry(f"{dataset.name} / dense retrieval ({label})", retrieval)
     return rows, points
 
 
