@@ -9,9 +9,8 @@ reranks them with that model's ResRank (retrieve-then-rerank with one encoder).
     python -m resrank_jax.apps.demo ...   (the same)
 
 Defaults fit ~15 minutes on 2 CPU cores (query subsets, short passages); ``--full`` ranks all
-queries after one pass over the training lists (hours on 2 cores: README); ``--reduced`` is the
-seconds-scale
-mode the test suite runs. ``--generative`` adds the generative listwise baseline
+queries after one pass over the training lists (hours on 2 cores: README); ``--reduced`` is
+the seconds-scale mode the test suite runs. ``--generative`` adds the generative listwise baseline
 (SmolLM2-135M-Instruct, window 20/10) on the DL19 queries, about 160 s a query on 2 cores.
 Rerunning resumes the training runs and the evaluation: each finished (set, ranker) entry is
 journaled in ``OUTPUT_DIR/eval_journal.jsonl`` (``apps/eval_journal.py``) and not ranked
