@@ -140,3 +140,22 @@ def test_export_round_trip_through_transformers(family, tie, tmp_path):
     np.testing.assert_array_equal(
         np.asarray(again(jnp.asarray(ids), attention_mask_bl=jnp.asarray(mask))), np.asarray(h)
     )
+
+
+def test_gguf_with_llama3_rope_scaling_is_refused_by_name(tmp_path):
+    import gguf
+
+    from resrank_jax.hf.config_map import UnsupportedModelError
+    from resrank_jax.hf.gguf_file import GGUFFile
+
+    path = tmp_path / "llama3.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_rope_freq_base(500000.0)
+    writer.add_tensor("rope_freqs.weight", np.ones(8, np.float32))
+    writer.add_tensor("token_embd.weight", np.zeros((16, 8), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(UnsupportedModelError, match=r"RoPE scaling \(rope_freqs tensor\)"):
+        GGUFFile(path)

@@ -85,8 +85,20 @@ class GGUFFile:
                 f"{self.path}: GGUF architecture {self.arch!r} is not supported "
                 f"({', '.join(_ARCHS)})"
             )
+        self._refuse_rope_scaling()
         self._by_hf = {hf_name(t.name, self.arch): t for t in self.reader.tensors}
         self.config = self._config()
+
+    def _refuse_rope_scaling(self) -> None:
+        """llama.cpp stores Llama 3.x RoPE scaling as a ``rope_freqs`` tensor (and Llama-arch
+        metadata); resrank_jax reads scaled RoPE from HF configs only."""
+        scaling = self.meta(f"{self.arch}.rope.scaling.type")
+        has_freqs = any(t.name == "rope_freqs.weight" for t in self.reader.tensors)
+        if self.arch != "gemma3" and (scaling not in (None, "none") or has_freqs):
+            raise UnsupportedModelError(
+                f"{self.path}: GGUF with RoPE scaling ({scaling or 'rope_freqs tensor'}) is not "
+                "supported; load the model's HF safetensors checkpoint instead"
+            )
 
     def meta(self, key: str, default: Any = None) -> Any:
         field = self.reader.fields.get(key)
