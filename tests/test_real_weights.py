@@ -84,12 +84,13 @@ def test_smollm2_gguf_tokenizer_follows_file_metadata(smollm2):
     assert tok.encode(["Hello world"]).input_ids[0, -1] == ids["eos"]
 
 
-def test_smollm2_gguf_matches_transformers_gguf_loader(smollm2):
+def assert_gguf_matches_transformers(path, model, tok, texts):
+    """Final hidden states and logits of ``model`` on ``texts`` against transformers' own GGUF
+    loader of the same file (``assert_close_to_scale``)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    path, model, tok = smollm2
-    batch = tok.encode(["The capital of France is", "Rerank these passages by relevance."])
+    batch = tok.encode(texts)
     h, logits = model(
         jnp.asarray(batch.input_ids),
         attention_mask_bl=jnp.asarray(batch.attention_mask),
@@ -108,6 +109,13 @@ def test_smollm2_gguf_matches_transformers_gguf_loader(smollm2):
     ref_h, ref_logits = out.hidden_states[-1].numpy(), out.logits.numpy()
     assert_close_to_scale(np.asarray(h)[real], ref_h[real])
     assert_close_to_scale(np.asarray(logits)[real], ref_logits[real])
+
+
+GGUF_TEXTS = ["The capital of France is", "Rerank these passages by relevance."]
+
+
+def test_smollm2_gguf_matches_transformers_gguf_loader(smollm2):
+    assert_gguf_matches_transformers(*smollm2, GGUF_TEXTS)
 
 
 def test_minilm_export_round_trip(minilm, tmp_path):
@@ -171,28 +179,6 @@ def test_gemma3_gguf_tokenizer_follows_file_metadata(gemma3):
 
 @pytest.mark.slow
 def test_gemma3_gguf_matches_transformers_gguf_loader(gemma3):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    path, model, tok = gemma3
+    _, model, _ = gemma3
     assert model.cfg.kinds.count("full") == 3 and model.cfg.sliding_window == 512
-    texts = ["The capital of France is", "Rerank these passages by relevance."]
-    batch = tok.encode(texts)
-    h, logits = model(
-        jnp.asarray(batch.input_ids),
-        attention_mask_bl=jnp.asarray(batch.attention_mask),
-        return_logits=True,
-    )
-    ref_model = AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32
-    ).eval()
-    with torch.no_grad():
-        out = ref_model(
-            input_ids=torch.from_numpy(batch.input_ids.astype(np.int64)),
-            attention_mask=torch.from_numpy(batch.attention_mask.astype(np.int64)),
-            output_hidden_states=True,
-        )
-    real = batch.attention_mask.astype(bool)
-    ref_h, ref_logits = out.hidden_states[-1].numpy(), out.logits.numpy()
-    assert_close_to_scale(np.asarray(h)[real], ref_h[real])
-    assert_close_to_scale(np.asarray(logits)[real], ref_logits[real])
+    assert_gguf_matches_transformers(*gemma3, GGUF_TEXTS)

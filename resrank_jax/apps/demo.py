@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -212,6 +213,18 @@ def load_rankers(out: Path, size: DemoSize, generative: bool) -> tuple[list, dic
     return named, trained, dl19_only
 
 
+def _ranker_entry(name, ranker, dataset, max_queries) -> tuple[dict, list]:
+    """One journal entry: ``ranker`` on ``dataset``, its table row and quality/latency point."""
+    m = evaluate_ranker(ranker, dataset, max_queries=max_queries or None)
+    m["ranker"] = name
+    return {f"{dataset.name} ({m['queries']} q) / {name}": m}, [{**m, "dataset": dataset.name}]
+
+
+def _retrieval_entry(label, rankers, dataset, max_queries, corpus) -> tuple[dict, list]:
+    """One journal entry of ``dense_retrieval_rows`` (no quality/latency points)."""
+    return dense_retrieval_rows(label, rankers, dataset, max_queries, corpus()), []
+
+
 def evaluate_all(
     named: list, trained: dict, dl19_only: list, size: DemoSize, journal: EvalJournal
 ) -> tuple[dict[str, dict], list[dict]]:
@@ -235,21 +248,16 @@ def evaluate_all(
         rows[f"{dataset.name} (all {full_bm25['queries']} q)"] = full_bm25
         extra = dl19_only if dataset.name == "DL19" else []
         for name, ranker in [*named, *extra]:
-
-            def one_ranker(ranker=ranker, name=name, dataset=dataset, max_queries=max_queries):
-                m = evaluate_ranker(ranker, dataset, max_queries=max_queries or None)
-                m["ranker"] = name
-                key = f"{dataset.name} ({m['queries']} q) / {name}"
-                return {key: m}, [{**m, "dataset": dataset.name}]
-
-            entry(f"{dataset.name} / {name}", one_ranker)
-        if dataset.name == "SciFact-test":
+            one = functools.partial(_ranker_entry, name, ranker, dataset, max_queries)
+            entry(f"{dataset.name} / {name}", one)
+        if dataset.name == "SciFact-test":  # the corpus is read once, and only if needed
+            corpus = functools.cache(
+                functools.partial(scifact_corpus, dataset, max_queries, size.whole_corpus)
+            )
             for label, rankers in trained.items():
-
-                def retrieval(label=label, rankers=rankers, dataset=dataset, mq=max_queries):
-                    corpus = scifact_corpus(dataset, mq, size.whole_corpus)
-                    return dense_retrieval_rows(label, rankers, dataset, mq, corpus), []
-
+                retrieval = functools.partial(
+                    _retrieval_entry, label, rankers, dataset, max_queries, corpus
+                )
                 entry(f"{dataset.name} / dense retrieval ({label})", retrieval)
     return rows, points
 

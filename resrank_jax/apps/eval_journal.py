@@ -21,9 +21,10 @@ class EvalJournal:
         self.path = Path(path)
         self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from JSON
         self.entries: dict[str, dict[str, Any]] = {}
-        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        text = self.path.read_text() if self.path.exists() else ""
+        lines = text.splitlines()
         if lines and _parse(lines[0]) == {"fingerprint": self.fingerprint}:
-            if not self.path.read_text().endswith("\n"):  # a line cut short: end it
+            if not text.endswith("\n"):  # a line cut short: end it
                 with self.path.open("a") as f:
                     f.write("\n")
             for line in lines[1:]:

@@ -271,54 +271,41 @@ def gemma3_layer_types(num_layers: int, pattern: int = 6) -> tuple[LayerType, ..
     return tuple("full" if (i + 1) % pattern == 0 else "sliding" for i in range(num_layers))
 
 
-_GEMMA3 = dict(
-    family="gemma3",
-    head_dim=256,
-    query_pre_attn_scalar=256,
-    rope_theta=1e6,
-    local_rope_theta=10000.0,
-    qk_norm=True,
-    norm_plus_one=True,
-    scale_embeddings=True,
-    sandwich_norms=True,
-    mlp_activation="gelu_tanh",
-)
+def _gemma3(num_layers: int, **sizes) -> DecoderConfig:
+    """A Gemma 3 text decoder of ``num_layers`` layers (every 6th global) and ``sizes``."""
+    return DecoderConfig(
+        family="gemma3",
+        num_layers=num_layers,
+        layer_types=gemma3_layer_types(num_layers),
+        head_dim=256,
+        query_pre_attn_scalar=256,
+        rope_theta=1e6,
+        local_rope_theta=10000.0,
+        qk_norm=True,
+        norm_plus_one=True,
+        scale_embeddings=True,
+        sandwich_norms=True,
+        mlp_activation="gelu_tanh",
+        **sizes,
+    )
+
+
 # Published Gemma 3 text decoders (HF config.json of google/gemma-3-270m, gemma-3-1b-it and
 # the text tower of gemma-3-4b-it).
-PRESETS["gemma3-270m"] = DecoderConfig(
-    **_GEMMA3,
-    vocab_size=262144,
-    hidden_size=640,
-    intermediate_size=2048,
-    num_layers=18,
-    num_heads=4,
-    num_kv_heads=1,
-    sliding_window=512,
-    layer_types=gemma3_layer_types(18),
+_GEMMA3_SMALL = dict(
+    vocab_size=262144, num_heads=4, num_kv_heads=1, sliding_window=512,
     max_position_embeddings=32768,
-)
-PRESETS["gemma3-1b"] = DecoderConfig(
-    **_GEMMA3,
-    vocab_size=262144,
-    hidden_size=1152,
-    intermediate_size=6912,
-    num_layers=26,
-    num_heads=4,
-    num_kv_heads=1,
-    sliding_window=512,
-    layer_types=gemma3_layer_types(26),
-    max_position_embeddings=32768,
-)
-PRESETS["gemma3-4b"] = DecoderConfig(
-    **_GEMMA3,
+)  # fmt: skip
+PRESETS["gemma3-270m"] = _gemma3(18, hidden_size=640, intermediate_size=2048, **_GEMMA3_SMALL)
+PRESETS["gemma3-1b"] = _gemma3(26, hidden_size=1152, intermediate_size=6912, **_GEMMA3_SMALL)
+PRESETS["gemma3-4b"] = _gemma3(
+    34,
     vocab_size=262208,
     hidden_size=2560,
     intermediate_size=10240,
-    num_layers=34,
     num_heads=8,
     num_kv_heads=4,
     sliding_window=1024,
-    layer_types=gemma3_layer_types(34),
     rope_scaling=RopeScaling("linear", 8.0),
     max_position_embeddings=131072,
 )

@@ -26,7 +26,7 @@ class Dense(nnx.Linear):
     """``nnx.Linear`` applied to the input flattened to 2-D: ``[..., in] -> [..., out]`` as one
     ``[rows, in] @ [in, out]`` matmul. The kernel's gradient then contracts one dimension
     instead of all leading ones (batch and length); XLA:CPU runs that two-dimension
-    contraction far slower (the SmolLM2 forward+backward took 5.9 s instead of 4.8 s;
+    contraction far slower (the SmolLM2 forward+backward took 5.94 s instead of 4.96 s;
     README, "CPU speed"). Same params and outputs as ``nnx.Linear``."""
 
     def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
