@@ -60,6 +60,15 @@ class DataConfig:
     (then a judged positive sits in the first slot, or in the last one when it ranked below
     the hard negatives: 73% of SciFact train positives); ``shuffled`` permutes each list once
     with a seeded permutation (``seed``, list index), so slot position carries no label.
+    ``negatives``: ``head`` takes each list's highest-ranked non-relevant candidates;
+    ``sampled`` draws them uniformly from the whole first-stage list (seeded per list), so
+    training lists look like inference's top-100 rather than its head. ``default_teacher``
+    (stage labels ``teacher`` without a teacher file): ``first_stage`` ranks judged positives
+    first, then the first-stage order (every pair of negatives teaches BM25 order);
+    ``judged_only`` ties all unjudged candidates (no negative-vs-negative pairs).
+    ``cached_vectors``: encode every training passage and query once with the starting
+    encoder and train on those vectors (``train/vectors.py``); needs a reranker model whose
+    encoder no stage trains and no ``ret`` loss: a step then runs only the reranker.
 
     The ranking recipe (``TrainConfig.recipe``, saved with the run and used by ``eval.py
     --checkpoint``): ``list_size``, the max lengths, E2Rank's ``prompt_doc_words`` /
@@ -82,6 +91,9 @@ class DataConfig:
     array_record_dir: str = ""
     candidate_order: Literal["first_stage", "shuffled"] = "first_stage"
     dev_queries: int = 0  # the last N queries of ``candidates``, held out for eval_every
+    negatives: Literal["head", "sampled"] = "head"
+    default_teacher: Literal["first_stage", "judged_only"] = "first_stage"
+    cached_vectors: bool = False
 
     def file(self, key: Literal["candidates", "corpus", "qrels", "teacher"]) -> str:
         """The path data file ``key`` is read from: as configured, except that a ``data/...``
@@ -189,6 +201,26 @@ class TrainConfig:
             instructions=d.instructions,
         )
 
+    def _check_cached_vectors(self) -> None:
+        """``data.cached_vectors`` trains the reranker on fixed encoder vectors: no stage may
+        ask for the contrastive term (it trains the encoder), and the vectors live in memory."""
+        if not self.data.cached_vectors:
+            return
+        with_ret = [s.name for s in self.stages if "ret" in dict(s.weights)]
+        if with_ret:
+            raise ConfigError(
+                f"data.cached_vectors=true: stages {with_ret} have the 'ret' loss, which trains "
+                "the encoder; drop it (weights=(('rank', 2.0),))"
+            )
+        if self.data.array_record_dir:
+            raise ConfigError(
+                "data.cached_vectors=true keeps the lists in memory: unset data.array_record_dir"
+            )
+        if not get_task(self.model.mode).needs_reranker:
+            raise ConfigError(
+                f"data.cached_vectors=true: model.mode={self.model.mode!r} has no reranker to train"
+            )
+
     def stage_steps(self) -> list[int]:
         """Steps of each stage: ``steps`` split by fraction, the last stage takes the rest."""
         counts = [round(self.steps * s.fraction) for s in self.stages[:-1]]
@@ -239,6 +271,7 @@ class TrainConfig:
         self.profile_window()
         if self.data.list_size < 2:
             raise ConfigError(f"data.list_size={self.data.list_size} must be >= 2")
+        self._check_cached_vectors()
         get_task(self.model.mode)
         instructions_for(self.data.instructions)
         return self

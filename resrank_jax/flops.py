@@ -87,10 +87,7 @@ class Tower:
 
 def step_flops(batch: Mapping[str, np.ndarray], encoder: Tower, prompt: Tower) -> float:
     """Model FLOPs of one training step on ``batch``: ``encoder`` over ``passage_ids [B, K, Lp]``
-    and ``query_ids [B, Lq]``, ``prompt`` over ``prompt_ids [B, L]`` (ResRank: the reranker;
-    E2Rank: the encoder again, on the pseudo-query)."""
-    return (
-        encoder.flops(batch["passage_ids"])
-        + encoder.flops(batch["query_ids"])
-        + prompt.flops(batch["prompt_ids"])
-    )
+    and ``query_ids [B, Lq]`` (none on cached vectors), ``prompt`` over ``prompt_ids [B, L]``
+    (ResRank: the reranker; E2Rank: the encoder again, on the pseudo-query)."""
+    encoded = sum(encoder.flops(batch[k]) for k in ("passage_ids", "query_ids") if k in batch)
+    return encoded + prompt.flops(batch["prompt_ids"])

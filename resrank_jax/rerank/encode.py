@@ -21,7 +21,8 @@ from resrank_jax.errors import UserError
 from resrank_jax.models.encoder import Encoder
 from resrank_jax.tokenizer import TextTokenizer
 
-_ENCODE = jax.jit(lambda encoder, ids, mask: encoder(ids, mask))
+# ``[B, L]`` token ids -> L2-normalised vectors ``[B, D]``, one compile per shape.
+encode_ids = jax.jit(lambda encoder, ids, mask: encoder(ids, mask))
 
 
 def encode_texts(
@@ -51,7 +52,7 @@ def encode_texts(
         idx = order[start : start + batch_size]
         chunk = [rows[i] for i in idx] + [filler] * (batch_size - len(idx))  # fixed row count
         enc = tokenizer.pad_rows(chunk, max_length=max_length, bucket=True)
-        out[idx] = np.asarray(_ENCODE(encoder, enc.input_ids, enc.attention_mask))[: len(idx)]
+        out[idx] = np.asarray(encode_ids(encoder, enc.input_ids, enc.attention_mask))[: len(idx)]
     if stats is not None:
         stats["tokens_processed"] = stats.get("tokens_processed", 0) + sum(len(r) for r in rows)
         stats["truncated"] = stats.get("truncated", 0) + truncated

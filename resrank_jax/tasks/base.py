@@ -151,7 +151,11 @@ class Task(abc.ABC):
         self, model, batch: dict[str, jax.Array], *, with_query: bool
     ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
         """Training: encodes passages (and the query) and scores them end to end. Returns
-        ``(scores [B, K], e [B, K, E], q [B, E] or None)``."""
+        ``(scores [B, K], e [B, K, E], q [B, E] or None)``. A batch with the frozen encoder's
+        vectors (``passage_emb``, ``query_emb``: ``train/vectors.py``) is scored as is."""
+        if "passage_emb" in batch:
+            e_bke, q_be = batch["passage_emb"], batch["query_emb"]
+            return self.score(model, e_bke, batch, q_be), e_bke, q_be
         b, k, lp = batch["passage_ids"].shape
         encoder = model.encoder
         e_bke = encoder(

@@ -4,7 +4,8 @@ Passages are padded to ``passage_max_length`` and prompts to the bucket (``bucke
 of the longest prompt in the global batch, so the train step compiles once per prompt bucket
 it meets in a stage (usually one or two: one long query no longer pads every batch to its
 length). Batch fields (B lists, K candidates):
-``passage_ids/mask [B, K, Lp]``, ``query_ids/mask [B, Lq]``, ``labels [B, K]`` (the stage's),
+``passage_ids/mask [B, K, Lp]``, ``query_ids/mask [B, Lq]`` (or, with ``data.cached_vectors``,
+``passage_emb [B, K, E]`` and ``query_emb [B, E]``), ``labels [B, K]`` (the stage's),
 ``qrels_labels [B, K]``, ``cand_mask [B, K]``, ``doc_key [B, K]`` (hashed docids),
 ``positive [B]``, and the task's prompt fields (``prompt_ids/mask [B, L]``, plus ``slot_pos
 [B, K]`` for ResRank; none for dense).
@@ -45,30 +46,46 @@ def assemble_batch(
 ) -> dict[str, np.ndarray]:
     """The batch of ``rows`` (one per list) with ``labels`` ``qrels`` or ``teacher``, prompts
     padded to ``prompt_length`` by ``task.prompt_fields`` (the call ranking makes)."""
-    b, k, lp = len(rows), task.recipe.list_size, task.recipe.passage_max_length
-    passage_ids = np.zeros((b, k, lp), np.int32)
-    passage_mask = np.zeros((b, k, lp), np.int32)
-    label_arr = np.zeros((b, k), np.float32)
-    cand_mask = np.zeros((b, k), np.int32)
-    doc_key = np.zeros((b, k), np.int32)
+    k = task.recipe.list_size
+    label_arr = np.zeros((len(rows), k), np.float32)
+    cand_mask = np.zeros((len(rows), k), np.int32)
+    doc_key = np.zeros((len(rows), k), np.int32)
     for i, row in enumerate(rows):
-        n = len(row["passage_ids"])
-        passage_ids[i, :n], passage_mask[i, :n] = row["passage_ids"], row["passage_mask"]
+        n = len(row["doc_key"])
         label_arr[i, :n] = row[f"{labels}_labels"]
         cand_mask[i, :n] = 1
         doc_key[i, :n] = row["doc_key"]
     prompts = [SlotPrompt(row["prompt_ids"].tolist(), row["slot_pos"].tolist()) for row in rows]
     return {
-        "passage_ids": passage_ids,
-        "passage_mask": passage_mask,
-        "query_ids": np.stack([row["query_ids"] for row in rows]),
-        "query_mask": np.stack([row["query_mask"] for row in rows]),
+        **encoder_inputs(rows, k, task.recipe.passage_max_length),
         "labels": label_arr,
         "qrels_labels": np.stack([_pad(row["qrels_labels"], k) for row in rows]),
         "cand_mask": cand_mask,
         "doc_key": doc_key,
         "positive": np.argmax(np.where(cand_mask > 0, label_arr, -np.inf), axis=1).astype(np.int32),
         **task.prompt_fields(prompts, n_slots=k, prompt_length=prompt_length),
+    }
+
+
+def encoder_inputs(rows: Sequence[ListRows], k: int, lp: int) -> dict[str, np.ndarray]:
+    """What the encoder reads: ``passage_ids/mask [B, K, Lp]`` and ``query_ids/mask [B, Lq]``,
+    or, for rows with cached vectors (``train/vectors.py``), ``passage_emb [B, K, E]`` and
+    ``query_emb [B, E]``."""
+    if "passage_emb" in rows[0]:
+        emb = np.zeros((len(rows), k, rows[0]["passage_emb"].shape[1]), np.float32)
+        for i, row in enumerate(rows):
+            emb[i, : len(row["passage_emb"])] = row["passage_emb"]
+        return {"passage_emb": emb, "query_emb": np.stack([row["query_emb"] for row in rows])}
+    passage_ids = np.zeros((len(rows), k, lp), np.int32)
+    passage_mask = np.zeros((len(rows), k, lp), np.int32)
+    for i, row in enumerate(rows):
+        n = len(row["passage_ids"])
+        passage_ids[i, :n], passage_mask[i, :n] = row["passage_ids"], row["passage_mask"]
+    return {
+        "passage_ids": passage_ids,
+        "passage_mask": passage_mask,
+        "query_ids": np.stack([row["query_ids"] for row in rows]),
+        "query_mask": np.stack([row["query_mask"] for row in rows]),
     }
 
 

@@ -33,7 +33,13 @@ def load_lists(cfg: TrainConfig) -> tuple[list[TrainingList], dict[str, int]]:
         if d.max_queries:
             queries = queries[: d.max_queries]
         lists, counts = lists_from_qrels(
-            queries, read_qrels(d.file("qrels")), corpus, list_size=d.list_size
+            queries,
+            read_qrels(d.file("qrels")),
+            corpus,
+            list_size=d.list_size,
+            negatives=d.negatives,
+            teacher=d.default_teacher,
+            seed=cfg.seed,
         )
     if d.candidate_order == "shuffled":
         lists = shuffle_candidates(lists, cfg.seed)

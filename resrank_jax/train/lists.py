@@ -8,9 +8,11 @@
   indices, best first) replaces it.
 
 A list holds the judged positives found in the first-stage top-100 (at most K/2; when none
-is there, one qrels positive from the corpus takes the last slot) and the highest-ranked
-non-relevant candidates (hard negatives), shown in first-stage order unless
-``shuffle_candidates`` permutes them.
+is there, one qrels positive from the corpus takes the last slot) and non-relevant candidates:
+the highest-ranked ones (``negatives="head"``: hard negatives) or a seeded uniform sample of
+the whole first-stage list (``"sampled"``), shown in first-stage order unless
+``shuffle_candidates`` permutes them. ``teacher="judged_only"`` gives every unjudged
+candidate the same teacher label, so RankNet gets no negative-vs-negative pair.
 """
 
 from __future__ import annotations
@@ -40,10 +42,15 @@ def lists_from_qrels(
     corpus: dict[str, str],
     *,
     list_size: int,
+    negatives: str = "head",
+    teacher: str = "first_stage",
+    seed: int = 0,
 ) -> tuple[list[TrainingList], dict[str, int]]:
-    """Builds one list per query that has a positive judgment; returns lists and counts."""
+    """Builds one list per query that has a positive judgment; returns lists and counts.
+    ``negatives`` ``head`` or ``sampled`` (``np.random.default_rng([seed, query index])``),
+    ``teacher`` ``first_stage`` or ``judged_only`` (the module docstring)."""
     lists, counts = [], {"queries": len(queries), "no_positive": 0, "positive_from_corpus": 0}
-    for qc in queries:
+    for index, qc in enumerate(queries):
         judged = qrels.get(qc.qid, {})
         positives = {d: g for d, g in judged.items() if g > 0}
         if not positives:
@@ -52,8 +59,14 @@ def lists_from_qrels(
         ranked = [c.docid for c in qc.candidates]
         texts = {c.docid: c.text for c in qc.candidates}
         chosen_pos = [d for d in ranked if d in positives][: list_size // 2]
-        negatives = [d for d in ranked if d not in positives][: list_size - max(len(chosen_pos), 1)]
-        chosen = set(chosen_pos) | set(negatives)
+        pool = [d for d in ranked if d not in positives]
+        wanted = min(list_size - max(len(chosen_pos), 1), len(pool))
+        if negatives == "sampled":
+            picked = np.random.default_rng([seed, index]).choice(len(pool), wanted, replace=False)
+            chosen_neg = [pool[i] for i in picked]
+        else:
+            chosen_neg = pool[:wanted]
+        chosen = set(chosen_pos) | set(chosen_neg)
         docids = [d for d in ranked if d in chosen]
         if not chosen_pos:
             extra = sorted(positives, key=lambda d: (-positives[d], d))[0]
@@ -64,16 +77,30 @@ def lists_from_qrels(
             texts[extra] = corpus[extra]
             counts["positive_from_corpus"] += 1
         grades = np.array([positives.get(d, 0) for d in docids], np.float32)
-        first_stage = {d: i for i, d in enumerate(docids)}
-        teacher_order = sorted(docids, key=lambda d: (-positives.get(d, 0), first_stage[d]))
-        k = len(docids)
-        teacher = np.zeros(k, np.float32)
-        for rank, d in enumerate(teacher_order):
-            teacher[first_stage[d]] = k - rank
+        labels = default_teacher_labels(docids, positives, judged_only=teacher == "judged_only")
         lists.append(
-            TrainingList(qc.qid, qc.query, docids, [texts[d] for d in docids], grades, teacher)
+            TrainingList(qc.qid, qc.query, docids, [texts[d] for d in docids], grades, labels)
         )
     return lists, counts
+
+
+def default_teacher_labels(
+    docids: list[str], positives: dict[str, int], *, judged_only: bool
+) -> np.ndarray:
+    """Teacher labels ``[K]`` (``K - rank``) of the order "judged positives by grade, then
+    ``docids``' (first-stage) order"; with ``judged_only`` every unjudged candidate shares
+    the label of the first of them."""
+    position = {d: i for i, d in enumerate(docids)}
+    order = sorted(docids, key=lambda d: (-positives.get(d, 0), position[d]))
+    k = len(docids)
+    labels = np.zeros(k, np.float32)
+    for rank, d in enumerate(order):
+        labels[position[d]] = k - rank
+    if judged_only:
+        unjudged = np.array([d not in positives for d in docids])
+        if unjudged.any():
+            labels[unjudged] = labels[unjudged].max()
+    return labels
 
 
 def lists_from_teacher_file(path: str | Path, *, list_size: int) -> list[TrainingList]:

@@ -34,6 +34,7 @@ from resrank_jax.train.resume import (
     data_fingerprint,
 )
 from resrank_jax.train.state import StageStep, build_stage_step, trainable_labels
+from resrank_jax.train.vectors import check_encoder_frozen, with_vectors
 
 
 @dataclasses.dataclass
@@ -96,10 +97,13 @@ def setup(cfg: TrainConfig, output_dir: str) -> Run:
     model, enc_tok, rr_tok = build_model(cfg.model, mesh, cfg.seed)
     task = build_task(cfg, enc_tok, rr_tok)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    for stage in cfg.stages:  # patterns naming no parameter fail before any compile
-        trainable_labels(params, stage)
+    # patterns naming no parameter fail before any compile
+    trainable = {stage.name: trainable_labels(params, stage) for stage in cfg.stages}
     task.check(model)
     builder, list_counts = load_batches(cfg, task)
+    if cfg.data.cached_vectors:
+        check_encoder_frozen(trainable)
+        builder = with_vectors(builder, starting_encoder(cfg, graphdef, params, rest, mesh))
     run = Run(
         cfg,
         out,
@@ -122,6 +126,14 @@ def setup(cfg: TrainConfig, output_dir: str) -> Run:
         (out / "config.json").write_text(run.config_json + "\n")
     run.timings["setup_s"] = time.perf_counter() - t0
     return run
+
+
+def starting_encoder(cfg: TrainConfig, graphdef, params, rest, mesh: Mesh):
+    """The encoder training starts from (``init_from``'s, else the imported one): with
+    ``data.cached_vectors`` no stage changes it, so a resumed run's encoder is this one."""
+    if cfg.init_from:
+        params, _ = restore_params(cfg.init_from, params, mesh)
+    return nnx.merge(graphdef, params, rest).encoder
 
 
 def checkpointer(out: epath.Path, cfg: TrainConfig) -> Checkpointer:
