@@ -18,7 +18,7 @@ from resrank_jax.data.formats import (
     write_run,
 )
 from resrank_jax.data.irds import irds_qrels_format, load_irds, register_bundled_collections
-from resrank_jax.data.metrics import default_rel_level, evaluate
+from resrank_jax.data.metrics import default_measures, default_rel_level, evaluate_measures
 from resrank_jax.errors import ConfigError
 from resrank_jax.paths import as_path
 from resrank_jax.rerank.base import Ranker
@@ -121,11 +121,18 @@ def score_run(
 ):
     """Metrics of a run. Scores are replaced by ``N - position`` so ties can never reorder
     what the ranker returned. With ``max_queries`` only the ranked queries' judgments count."""
+    return score_run_per_query(run, dataset, max_queries=max_queries)[0]
+
+
+def score_run_per_query(
+    run: dict[str, list[tuple[str, float]]], dataset: Dataset, *, max_queries: int | None
+) -> tuple[dict, dict[str, dict[str, float]]]:
+    """``score_run``'s metrics and the per-query values ``{qid: {measure: value}}``."""
     qrels = dataset.qrels
     if max_queries:
         qrels = {q: d for q, d in qrels.items() if q in run}
     ranked = {q: {d: float(len(r) - i) for i, (d, _) in enumerate(r)} for q, r in run.items()}
-    return evaluate(ranked, qrels, rel_level=dataset.rel_level)
+    return evaluate_measures(ranked, qrels, default_measures(dataset.rel_level))
 
 
 def evaluate_ranker(
