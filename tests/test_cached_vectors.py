@@ -71,9 +71,8 @@ def test_step_on_cached_vectors_equals_step_encoding_passages(query_vector):
 
 @pytest.mark.slow
 def test_run_on_cached_vectors_logs_the_same_steps_and_keeps_the_encoder(tmp_path):
-    """Both stages' steps log the same loss and update norm (the second step runs on params
-    the first updated; ``grad_norm`` is logged over all params, so it holds the frozen
-    encoder's gradients only when passages are encoded); the encoder ends where it started.
+    """Both stages' steps log the same loss, gradient norm and update norm (the second step
+    runs on params the first updated); the encoder ends where it started.
     Params are not compared elementwise: Adam's first update is ``lr * sign(g)`` where
     ``|g|`` is at rounding level, so such elements may legitimately differ by ``2 lr``."""
     logged = {}
@@ -83,7 +82,7 @@ def test_run_on_cached_vectors_logs_the_same_steps_and_keeps_the_encoder(tmp_pat
         logged[cached] = [json.loads(line) for line in lines]
     assert [r["step"] for r in logged[True]] == [1, 2]
     for ids, vec in zip(logged[False], logged[True], strict=True):
-        for key in ("loss", "update_norm"):
+        for key in ("loss", "grad_norm", "update_norm"):
             np.testing.assert_allclose(vec[key], ids[key], rtol=1e-5, err_msg=key)
     trained, _, _ = load_trained(str(tmp_path / "True"))
     start = build_model(frozen_cfg().model, make_mesh((-1, 1, 1)), 0)[0]

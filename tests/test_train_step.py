@@ -169,8 +169,19 @@ def test_grad_accumulation_averages_microbatch_gradients(setup, weights):
     param_sh = state_shardings(params, mesh)
     shardings = {"params": param_sh, "opt_state": param_sh, "step": NamedSharding(mesh, P())}
     batch_sh = batch_shardings(full, mesh)
+    labels = trainable_labels(params, cfg.stages[0])
     step_fn = make_train_step(
-        graphdef, rest, tx, lambda _: 0.0, dict(weights), cfg.loss, task, 2, shardings, batch_sh
+        graphdef,
+        rest,
+        labels,
+        tx,
+        lambda _: 0.0,
+        dict(weights),
+        cfg.loss,
+        task,
+        2,
+        shardings,
+        batch_sh,
     )
     state = jax.device_put(
         {"params": jax.tree.map(jnp.copy, params), "opt_state": tx.init(params), "step": 0},
@@ -197,6 +208,58 @@ def test_grad_accumulation_averages_microbatch_gradients(setup, weights):
     for key in ("loss", *(f"loss/{name}" for name, _ in weights)):
         expected_loss = (float(m0[key]) + float(m1[key])) / 2
         assert float(metrics[key]) == pytest.approx(expected_loss, rel=1e-5), key
+
+
+def test_frozen_params_get_no_gradient_and_trainable_ones_are_unchanged(setup):
+    """A stage that freezes the encoder: the step hands the optimizer exact zeros for every
+    encoder param (their backward is cut, not zeroed afterwards) and, for every other param,
+    the gradient ``jax.grad`` gives with nothing frozen; ``grad_norm`` is their norm."""
+    cfg, mesh, model, task, builder = setup
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    batch_np = builder.batch(np.arange(8), "qrels")
+    weights = {"rank": 2.0, "ret": 1.0}
+
+    def loss(p, batch):
+        return compute_loss(task, nnx.merge(graphdef, p, rest), batch, weights, cfg.loss)
+
+    expected = dict(nnx.to_flat_state(jax.jit(jax.grad(loss, has_aux=True))(params, batch_np)[0]))
+    stage = StageConfig("s", 1.0, trainable=("(?!encoder/).*",))
+    tx = _recording_tx()
+    param_sh = state_shardings(params, mesh)
+    shardings = {"params": param_sh, "opt_state": param_sh, "step": NamedSharding(mesh, P())}
+    batch_sh = batch_shardings(batch_np, mesh)
+    step_fn = make_train_step(
+        graphdef,
+        rest,
+        trainable_labels(params, stage),
+        tx,
+        lambda _: 0.0,
+        weights,
+        cfg.loss,
+        task,
+        1,
+        shardings,
+        batch_sh,
+    )
+    state = jax.device_put(
+        {"params": jax.tree.map(jnp.copy, params), "opt_state": tx.init(params), "step": 0},
+        shardings,
+    )
+    batch = {k: jax.device_put(v, batch_sh[k]) for k, v in batch_np.items()}
+    state, metrics = step_fn(state, batch)
+    norm_sq, cut = 0.0, 0
+    for path, got in nnx.to_flat_state(state["opt_state"]):
+        got, want = np.asarray(got[...]), np.asarray(expected[path][...])
+        if path[0] == "encoder":
+            assert not got.any(), path
+            cut += bool(want.any())  # a gradient the frozen stage did not compute
+            continue
+        # the tolerance of the accumulation test above: sharded step vs unsharded reference
+        scale = float(np.abs(want).max())
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale, err_msg=str(path))
+        norm_sq += float(np.sum(want.astype(np.float64) ** 2))
+    assert cut > 10
+    assert float(metrics["grad_norm"]) == pytest.approx(np.sqrt(norm_sq), rel=1e-4)
 
 
 def test_iterator_is_deterministic_and_resumable():

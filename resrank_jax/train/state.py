@@ -138,6 +138,7 @@ def batch_shardings(batch_like: dict, mesh: Mesh) -> dict:
 def make_train_step(
     graphdef,
     rest,
+    labels: nnx.State,
     tx,
     schedule,
     weights: dict[str, float],
@@ -149,10 +150,12 @@ def make_train_step(
 ) -> Callable:
     """The pure, jitted step ``(state, batch) -> (state, metrics)`` with explicit in/out
     shardings and the state donated. ``grad_accum > 1`` averages gradients over microbatches
-    (``lax.scan``); each microbatch's InfoNCE then sees only its own in-batch negatives."""
+    (``lax.scan``); each microbatch's InfoNCE then sees only its own in-batch negatives.
+    ``labels`` (``trainable_labels``): frozen params get no gradient at all, so their backward
+    pass is not computed and ``grad_norm`` is the trainable gradients' norm."""
 
     def loss_fn(params, batch):
-        model = nnx.merge(graphdef, params, rest)
+        model = nnx.merge(graphdef, without_frozen_gradients(params, labels), rest)
         return compute_loss(task, model, batch, weights, loss_cfg)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -189,6 +192,15 @@ def make_train_step(
     return jax.jit(
         step, in_shardings=(shardings, batch_sh), out_shardings=(shardings, None), donate_argnums=0
     )
+
+
+def without_frozen_gradients(params: nnx.State, labels: nnx.State) -> nnx.State:
+    """``params`` with ``stop_gradient`` on every param labelled ``"freeze"``."""
+
+    def cut(label: str, param):
+        return jax.tree.map(jax.lax.stop_gradient, param) if label == "freeze" else param
+
+    return jax.tree.map(cut, labels, params)
 
 
 def init_opt_state(tx, params, shardings) -> optax.OptState:
@@ -274,6 +286,7 @@ def build_stage_step(
     jitted = make_train_step(
         graphdef,
         rest,
+        trainable_labels(params, stage),
         tx,
         schedule,
         dict(stage.weights),
