@@ -65,6 +65,22 @@ def test_encoders_and_lengths_do_not_share_vectors(minilm_tokenizer):
     assert len(cache.encoders()) == 3 and a.rank(QUERY, cands).stats["passages_encoded"] == 0
 
 
+def test_with_cache_reuses_vectors_only_of_an_equal_encoder(minilm_tokenizer):
+    """Two rankers built apart from equal weights (a frozen encoder in two runs) share the
+    vectors of one cache after ``with_cache``; a third with other weights encodes again."""
+    shared = EmbeddingCache()
+    cands = [Candidate("x", MSMARCO), Candidate("y", SCIFACT)]
+    first, second, other = (
+        dense(minilm_tokenizer, seed=s)[0].with_cache(shared) for s in (4, 4, 5)
+    )
+    assert first.rank(QUERY, cands).stats["passages_encoded"] == 2
+    again = second.rank(QUERY, cands)
+    assert again.stats["passages_encoded"] == 0
+    np.testing.assert_allclose(again.scores, first.rank(QUERY, cands).scores, atol=0)
+    assert other.rank(QUERY, cands).stats["passages_encoded"] == 2
+    assert first.cache is shared and len(shared.encoders()) == 2
+
+
 def test_fingerprint_follows_the_weights(minilm_tokenizer):
     encoder = Encoder(init_backbone(MINI, seed=4))
     before = encoder_fingerprint(encoder, minilm_tokenizer)

@@ -35,6 +35,7 @@ from resrank_jax.apps.experiment import eval_datasets
 from resrank_jax.config import resolve_config
 from resrank_jax.evaluation import Dataset, rerank_dataset, score_run_per_query
 from resrank_jax.rerank.base import Ranker
+from resrank_jax.rerank.encode import EmbeddingCache
 from resrank_jax.rerank.factory import build_ranker, run_rankers
 from resrank_jax.train.loop import run_training
 
@@ -106,13 +107,19 @@ def evaluate_seeds(
     runs: dict[int, Path], sizes: dict, journal: EvalJournal, passage_max_length: int
 ) -> dict:
     """``{set: {ranker: {seed: per_query_ndcg}}}`` (the zero-shot ranker under seed ``-``).
-    Models load only for entries the journal lacks."""
-    length = {"passage_max_length": passage_max_length}
-    jobs = [
-        (ZERO_SHOT, "-", functools.cache(lambda: build_ranker("dense", model=MINILM, **length)))
-    ]
+    Models load only for entries the journal lacks. All rankers share one embedding cache
+    (keyed by encoder fingerprint): runs with a frozen encoder encode each passage once."""
+    length, shared = {"passage_max_length": passage_max_length}, EmbeddingCache()
+
+    def zero_shot() -> Ranker:
+        return build_ranker("dense", model=MINILM, **length).with_cache(shared)
+
+    def trained(run: Path) -> dict[str, Ranker]:
+        return {k: r.with_cache(shared) for k, r in run_rankers(str(run), **length).items()}
+
+    jobs = [(ZERO_SHOT, "-", functools.cache(zero_shot))]
     for seed, run in runs.items():
-        load = functools.cache(functools.partial(run_rankers, str(run), **length))
+        load = functools.cache(functools.partial(trained, run))
         jobs += [
             (ENCODER, str(seed), lambda load=load: load()["dense"]),
             (RESRANK, str(seed), lambda load=load: load()["resrank"]),

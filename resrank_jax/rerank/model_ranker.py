@@ -72,6 +72,13 @@ class ModelRanker(Ranker):
         ranker.model, ranker.cache, ranker._fingerprint = model, EmbeddingCache(), None
         return ranker
 
+    def with_cache(self, cache: EmbeddingCache) -> ModelRanker:
+        """This ranker reading and filling ``cache``, which any other ranker may share: its
+        keys hold the encoder's fingerprint, so only equal encoders reuse vectors."""
+        ranker = copy.copy(self)
+        ranker.cache = cache
+        return ranker
+
     @property
     def encoder_key(self) -> tuple[str, int]:
         """``(encoder fingerprint, passage max length)``: the cache key of this ranker's
