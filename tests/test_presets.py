@@ -100,8 +100,11 @@ def test_spec_preset_and_its_ablations_change_one_thing_each():
     assert resolve_config("smollm2-135m-no-residual").model.resrank == dataclasses.replace(
         spec.model.resrank, residual="none"
     )
-    for name in ("single-stage", "no-contrastive", "frozen-encoder"):
+    for name in ("single-stage", "no-contrastive"):
         assert differences(f"smollm2-135m-{name}") == {"stages"}, name
+    frozen = resolve_config("smollm2-135m-frozen-encoder")
+    assert differences("smollm2-135m-frozen-encoder") == {"stages", "data"}
+    assert frozen.data == dataclasses.replace(spec.data, cached_vectors=True)  # a shortcut only
     assert [s.weights for s in resolve_config("smollm2-135m-no-contrastive").stages] == [
         (("rank", 2.0),)
     ] * 2

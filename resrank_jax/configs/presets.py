@@ -101,9 +101,12 @@ PRESETS["smollm2-135m-single-stage"] = dataclasses.replace(
 PRESETS["smollm2-135m-no-contrastive"] = dataclasses.replace(
     _SPEC, stages=tuple(dataclasses.replace(s, weights=(("rank", 2.0),)) for s in _SPEC.stages)
 )
-# A frozen encoder gets no gradient from the contrastive term, so it is dropped (same update).
+# A frozen encoder gets no gradient from the contrastive term, so it is dropped (same update);
+# its passage and query vectors are encoded once (``data.cached_vectors``: the same steps,
+# tested equal, without the encoder's forward).
 PRESETS["smollm2-135m-frozen-encoder"] = dataclasses.replace(
     _SPEC,
+    data=dataclasses.replace(_SPEC.data, cached_vectors=True),
     stages=tuple(
         dataclasses.replace(s, trainable=("(?!encoder/).*",), weights=(("rank", 2.0),))
         for s in _SPEC.stages
