@@ -96,6 +96,8 @@ def test_run_on_cached_vectors_logs_the_same_steps_and_keeps_the_encoder(tmp_pat
 def test_cached_vectors_refuse_what_would_train_the_encoder(tmp_path):
     with pytest.raises(ConfigError, match="'ret' loss"):
         resolve_config("tiny", ["data.cached_vectors=true"]).validate()
+    with pytest.raises(ConfigError, match="array_record_dir"):
+        frozen_cfg("data.cached_vectors=true", "data.array_record_dir=/tmp/rows").validate()
     with pytest.raises(ConfigError, match="no reranker"):
         resolve_config("minilm-e2rank", [*FROZEN[1:], "data.cached_vectors=true"]).validate()
     cfg = frozen_cfg("stages.1.trainable=('.*',)", "data.cached_vectors=true")
