@@ -2,12 +2,15 @@
 on a 14-document corpus written here: a word-overlap search stands in for the dense one,
 and one run of the command uses the random ``tiny-bert`` encoder."""
 
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from resrank_jax.apps.ict import main
+from resrank_jax.apps.ict import include_train_paths, main
+from resrank_jax.data.bundled import data_dir
 from resrank_jax.data.formats import DataFormatError, read_candidates, read_corpus, read_qrels
 from resrank_jax.data.ict import (
     OUTPUT_FILES,
@@ -18,6 +21,7 @@ from resrank_jax.data.ict import (
     ict_query,
     split_sentences,
 )
+from resrank_jax.errors import ConfigError
 from resrank_jax.train.lists import lists_from_qrels
 
 TOPICS = "insulin dopamine collagen ferritin melatonin keratin cortisol myosin leptin serotonin"
@@ -72,7 +76,7 @@ def overlap_search(corpus: dict[str, str]):
     return search
 
 
-def generate(out, corpus_file, exclude=(), **settings):
+def generate(out, corpus_file, exclude=(), include_train=None, **settings):
     return generate_ict(
         str(out),
         str(corpus_file),
@@ -80,6 +84,7 @@ def generate(out, corpus_file, exclude=(), **settings):
         overlap_search,
         IctSettings(**settings),
         search_info={"name": "word-overlap"},
+        include_train=include_train and tuple(map(str, include_train)),
         progress=False,
     )
 
@@ -202,3 +207,103 @@ def test_bad_settings_fail_in_one_line(tmp_path, corpus_file, capsys, flags, mes
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+TRAIN_LISTS = [
+    {"qid": "t1", "query": "insulin growth", "candidates": [{"docid": "d00", "score": 3.0}]},
+    {
+        "qid": "t2",
+        "query": "dopamine levels",
+        "candidates": [{"docid": "d01", "score": 2.5}, {"docid": "d03", "score": 1.5}],
+    },
+]
+"""Train lists on the small corpus: ``t1``'s positive ``d08`` (excluded) is not among its
+candidates, ``t2`` lists the excluded ``d03`` as its positive."""
+TRAIN_QRELS = "query-id\tcorpus-id\tscore\nt1\td08\t1\nt2\td03\t1\nt2\td01\t0\n"
+"""BEIR format (a header, three columns), as SciFact ships its train qrels."""
+
+
+def write_train(tmp_path, lists=TRAIN_LISTS, qrels=TRAIN_QRELS):
+    """The included ``(candidates, qrels)`` paths."""
+    candidates, qrels_path = tmp_path / "train.jsonl", tmp_path / "train.tsv"
+    candidates.write_text("".join(json.dumps(r) + "\n" for r in lists))
+    qrels_path.write_text(qrels)
+    return candidates, qrels_path
+
+
+def test_included_train_lists_follow_the_ict_lists_with_their_positives(
+    tmp_path, corpus_file, exclude_file
+):
+    train = write_train(tmp_path)
+    generate(tmp_path / "out", corpus_file, [exclude_file], include_train=train)
+    lines = (tmp_path / "out" / "candidates.jsonl").read_text().splitlines()
+    assert lines[-2:] == train[0].read_text().splitlines()
+    qrels_lines = (tmp_path / "out" / "qrels.txt").read_text().splitlines()
+    assert qrels_lines[-3:] == ["t1 0 d08 1", "t2 0 d03 1", "t2 0 d01 0"]
+    corpus, queries, qrels = read_output(tmp_path / "out")
+    lists, counts = lists_from_qrels(queries, qrels, corpus, list_size=8)
+    assert len(lists) == 12 and [tl.qid for tl in lists[:10]] == [q.qid for q in queries[:10]]
+    assert all(tl.qid.startswith("ict-") for tl in lists[:10])
+    t1, t2 = lists[-2:]
+    assert (t1.qid, t1.docids, t1.qrels_labels.tolist()) == ("t1", ["d00", "d08"], [0.0, 1.0])
+    assert (t2.qid, t2.docids, t2.qrels_labels.tolist()) == ("t2", ["d01", "d03"], [0.0, 1.0])
+    assert counts["positive_from_corpus"] == 1 and counts["no_positive"] == 0
+
+
+def test_excluded_doc_of_an_included_list_is_in_the_corpus_but_no_ict_list(
+    tmp_path, corpus_file, exclude_file
+):
+    generate(tmp_path / "out", corpus_file, [exclude_file], include_train=write_train(tmp_path))
+    corpus, queries, _ = read_output(tmp_path / "out")
+    source = read_corpus(corpus_file)
+    assert all(corpus[e] == source[e] for e in EXCLUDED)
+    ict = [q for q in queries if q.qid.startswith("ict-")]
+    assert len(ict) == 10 and len(queries) == 12
+    named = {q.qid for q in ict} | {c.docid for q in ict for c in q.candidates}
+    assert not named & {f"{p}{e}{s}" for e in EXCLUDED for p in ("", "ict-") for s in ("", "#ict")}
+
+
+@pytest.mark.parametrize(
+    "lists, qrels, named, which",
+    [
+        ([{**TRAIN_LISTS[0], "qid": "ict-d05"}], TRAIN_QRELS, "qid 'ict-d05'", 0),
+        (TRAIN_LISTS, TRAIN_QRELS + "ict-d05\td05\t1\n", "qid 'ict-d05'", 1),
+        (TRAIN_LISTS, TRAIN_QRELS + "t1\td99\t1\n", "docid 'd99'", 1),
+    ],
+)
+def test_included_qid_collision_or_unknown_docid_fails_naming_it(
+    tmp_path, corpus_file, capsys, lists, qrels, named, which
+):
+    train = write_train(tmp_path, lists, qrels)
+    with pytest.raises(DataFormatError, match=rf"^{train[which]}: {named}"):
+        generate(tmp_path / "out", corpus_file, include_train=train)
+    assert not (tmp_path / "out").exists()  # refused before the search
+    argv = ["--output-dir", str(tmp_path / "cli"), "--corpus", str(corpus_file)]
+    assert main([*argv, "--include-train", *map(str, train)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {train[which]}: {named}") and len(err.splitlines()) == 1
+
+
+def test_provenance_records_the_included_files_and_their_counts(tmp_path, corpus_file):
+    train = write_train(tmp_path)
+    provenance = generate(tmp_path / "out", corpus_file, include_train=train)
+    assert json.loads((tmp_path / "out" / "provenance.json").read_text()) == provenance
+    sources = provenance["sources"]["include_train"]
+    for key, path in zip(("candidates", "qrels"), train, strict=True):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert sources[key] == {"path": str(path), "sha256": digest}
+    counts = provenance["counts"]
+    assert (counts["included_lists"], counts["included_judgments"]) == (2, 3)
+    assert generate(tmp_path / "none", corpus_file)["sources"]["include_train"] is None
+
+
+def test_include_train_without_a_path_means_the_packaged_scifact_train_split():
+    scifact = data_dir() / "scifact"
+    assert include_train_paths(None) is None
+    assert include_train_paths([]) == (
+        str(scifact / "candidates.train.jsonl"),
+        str(scifact / "qrels.train.txt"),
+    )
+    assert all(Path(p).is_file() for p in include_train_paths([]))
+    with pytest.raises(ConfigError, match="CANDIDATES QRELS"):
+        include_train_paths(["only-one.jsonl"])

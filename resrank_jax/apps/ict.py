@@ -3,9 +3,13 @@
     python -m resrank_jax.apps.ict --output-dir DIR [--corpus PATH] [--exclude-qrels PATH ...]
         [--encoder all-minilm-l6-v2] [--depth 100] [--max-queries N] [--seed 0]
         [--min-words 6] [--remove-prob 0.9] [--max-length 128] [--batch-size 32] [--quiet]
+        [--include-train [CANDIDATES QRELS]]
 
 Defaults: the packaged SciFact corpus, with every document judged in SciFact's test qrels
-dropped (``--exclude-qrels`` with no path drops none). What it makes and writes:
+dropped (``--exclude-qrels`` with no path drops none). ``--include-train CANDIDATES QRELS``
+appends those training lists (with their judgments and documents) to the output, so ICT and
+e.g. SciFact train train in one run; with no path: the packaged SciFact train split
+(``scifact/candidates.train.jsonl``, ``scifact/qrels.train.txt``). What it makes and writes:
 ``resrank_jax.data.ict``. The output trains as it is::
 
     resrank train --config smollm2-135m-spec --output-dir runs/ict \\
@@ -46,6 +50,19 @@ def load_encoder(name: str) -> tuple[Encoder, TextTokenizer]:
     return Encoder(backbone), tokenizer
 
 
+def include_train_paths(paths: list[str] | None) -> tuple[str, str] | None:
+    """``--include-train``'s ``(candidates, qrels)``: None when not given, the packaged
+    SciFact train split when given without a path (``data/...`` paths resolved)."""
+    if paths is None:
+        return None
+    if not paths:
+        scifact = data_dir() / "scifact"
+        return str(scifact / "candidates.train.jsonl"), str(scifact / "qrels.train.txt")
+    if len(paths) != 2:
+        raise ConfigError(f"--include-train takes CANDIDATES QRELS (or nothing), got {paths}")
+    return resolve_flag(paths[0]), resolve_flag(paths[1])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     scifact = data_dir() / "scifact"
@@ -56,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         default=[str(scifact / "qrels.test.txt")],
         help="drop every document judged here (default: SciFact test qrels; no path: none)",
+    )
+    p.add_argument(
+        "--include-train",
+        nargs="*",
+        default=None,
+        metavar="PATH",
+        help="CANDIDATES QRELS: training lists written after the ICT ones, with their "
+        "judgments and documents (no path: SciFact train; default: none)",
     )
     p.add_argument("--encoder", default="all-minilm-l6-v2", help="packaged name or HF source")
     p.add_argument("--depth", type=int, default=100, help="candidates per query")
@@ -83,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.max_length < 1 or args.batch_size < 1:
         raise ConfigError("--max-length and --batch-size must be >= 1")
+    include_train = include_train_paths(args.include_train)
 
     def make_search(corpus: dict[str, str]):
         encoder, tokenizer = load_encoder(args.encoder)
@@ -102,13 +128,14 @@ def run(args: argparse.Namespace) -> int:
         make_search,
         settings,
         search_info={"encoder": args.encoder, "max_length": args.max_length},
+        include_train=include_train,
         progress=not args.quiet,
     )
     counts = provenance["counts"]
     print(
-        f"wrote {counts['queries']} ICT queries to {args.output_dir} ({counts['documents']} "
-        f"documents, {counts['excluded']} excluded, {counts['without_sentence']} without a "
-        "usable sentence)",
+        f"wrote {counts['queries']} ICT queries and {counts['included_lists']} included lists "
+        f"to {args.output_dir} ({counts['documents']} documents, {counts['excluded']} "
+        f"excluded, {counts['without_sentence']} without a usable sentence)",
         file=sys.stderr,
     )
     return 0

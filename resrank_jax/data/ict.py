@@ -20,6 +20,14 @@ Deterministic given ``IctSettings.seed``:
 ``write_ict`` writes ``candidates.jsonl`` (SciFact's candidates format), ``qrels.txt`` (TREC),
 ``corpus.jsonl`` (BEIR: the kept corpus and the positives) and ``provenance.json``; the first
 three train as they are (``data.candidates/corpus/qrels=...``).
+
+``include_train=(candidates, qrels)`` (``--include-train``) adds existing training lists, e.g.
+SciFact's train split, to train in the same run: every record of the candidates file follows
+the ICT lists (as read, one JSON line each), its judgments follow the ICT ones (as TREC lines,
+whatever qrels format they were read from), and the corpus also holds every source document
+its candidates and positive judgments name, excluded ones included (step 1 keeps them out of
+the ICT lists only). A qid of the included files that is also an ICT qid, or a docid they name
+that the source corpus lacks, is a ``DataFormatError`` naming it (raised before the search).
 """
 
 from __future__ import annotations
@@ -35,7 +43,12 @@ import numpy as np
 from etils import epath
 from tqdm.auto import tqdm
 
-from resrank_jax.data.formats import read_qrels
+from resrank_jax.data.formats import (
+    DataFormatError,
+    iter_json_records,
+    read_candidates,
+    read_qrels,
+)
 from resrank_jax.data.requests import read_corpus_texts
 from resrank_jax.errors import ConfigError, UserError
 from resrank_jax.instructions import encoder_query
@@ -190,6 +203,47 @@ def dense_search(
     return search
 
 
+@dataclasses.dataclass(frozen=True)
+class IncludedTrain:
+    """Training lists written after the ICT ones: the candidate file's ``records`` as read,
+    its judgments ``qrels`` and the source ``documents`` they name (in corpus order)."""
+
+    records: list[dict]
+    qrels: dict[str, dict[str, int]]
+    documents: dict[str, str]
+
+
+def read_included(
+    candidates_path: str, qrels_path: str, corpus: dict[str, str], ict_qids: set[str]
+) -> IncludedTrain:
+    """The lists of ``candidates_path`` (docids without text read from the source ``corpus``)
+    and ``qrels_path`` to write with the ICT lists.
+
+    Raises:
+        DataFormatError: a malformed file; a qid of either file in ``ict_qids``; a docid of a
+            candidate or of a positive judgment missing from ``corpus`` (each naming the file).
+    """
+    queries = read_candidates(candidates_path, corpus)
+    qrels = read_qrels(qrels_path)
+    listed = {c.docid for q in queries for c in q.candidates}
+    positives = {d for judged in qrels.values() for d, grade in judged.items() if grade > 0}
+    for path, qids, docids in (
+        (candidates_path, [q.qid for q in queries], listed),
+        (qrels_path, list(qrels), positives),
+    ):
+        clashes = [qid for qid in qids if qid in ict_qids]
+        if clashes:
+            raise DataFormatError(path, None, f"qid {clashes[0]!r} is also an ICT query's qid")
+        missing = sorted(docids - corpus.keys())
+        if missing:
+            raise DataFormatError(
+                path, None, f"docid {missing[0]!r} is not in the corpus ({len(missing)} missing)"
+            )
+    records = [record for _, record in iter_json_records(candidates_path)]
+    named = listed | positives
+    return IncludedTrain(records, qrels, {d: t for d, t in corpus.items() if d in named})
+
+
 def excluded_docids(qrels_paths: Iterable[str]) -> set[str]:
     """Every docid judged (any grade) in the qrels files."""
     return {
@@ -197,23 +251,30 @@ def excluded_docids(qrels_paths: Iterable[str]) -> set[str]:
     }
 
 
-def _sha256(path: str) -> str:
-    return hashlib.sha256(as_path(path).read_bytes()).hexdigest()
+def _source(path: str) -> dict[str, str]:
+    """A source file as ``provenance.json`` records it: its path and sha256."""
+    return {"path": str(path), "sha256": hashlib.sha256(as_path(path).read_bytes()).hexdigest()}
 
 
 def _provenance(
     corpus_path: str,
     exclude_qrels: Sequence[str],
+    include_train: tuple[str, str] | None,
     settings: IctSettings,
     search_info: dict,
     counts: dict[str, int],
 ) -> dict:
-    """What ``provenance.json`` holds: the sources (path, sha256), settings and counts."""
+    """What ``provenance.json`` holds: the sources (path, sha256; ``include_train`` None when
+    not given), settings and counts."""
+    included = None
+    if include_train is not None:
+        included = {"candidates": _source(include_train[0]), "qrels": _source(include_train[1])}
     return {
         "method": "inverse cloze task (Lee et al. 2019), resrank_jax.data.ict",
         "sources": {
-            "corpus": {"path": str(corpus_path), "sha256": _sha256(corpus_path)},
-            "exclude_qrels": [{"path": str(p), "sha256": _sha256(p)} for p in exclude_qrels],
+            "corpus": _source(corpus_path),
+            "exclude_qrels": [_source(p) for p in exclude_qrels],
+            "include_train": included,
         },
         "settings": dataclasses.asdict(settings),
         "search": search_info,
@@ -230,17 +291,20 @@ def generate_ict(
     settings: IctSettings,
     *,
     search_info: dict,
+    include_train: tuple[str, str] | None = None,
     progress: bool = True,
 ) -> dict:
     """Reads the corpus, drops the documents judged in ``exclude_qrels``, makes the queries
     and their lists with ``make_search(kept corpus)`` and writes them to ``output_dir``
-    (``write_ict``); returns the provenance (``search_info``: what it records of the search,
-    e.g. the encoder and its length).
+    (``write_ict``), followed by the lists of ``include_train`` (``(candidates, qrels)``,
+    ``read_included``) when given; returns the provenance (``search_info``: what it records
+    of the search, e.g. the encoder and its length).
 
     Raises:
         ConfigError: ``output_dir`` already holds one of ``OUTPUT_FILES``.
         UserError: no document is left or none has a usable sentence.
-        DataFormatError: a malformed corpus or qrels file (with the file and line).
+        DataFormatError: a malformed corpus or qrels file (with the file and line); an
+            included qid or docid that ``read_included`` refuses.
     """
     out = as_path(output_dir)
     if any((out / name).exists() for name in OUTPUT_FILES):
@@ -255,6 +319,9 @@ def generate_ict(
         raise UserError(
             f"{corpus_path}: no document has two sentences, one of >= {settings.min_words} words"
         )
+    included = None
+    if include_train is not None:
+        included = read_included(*include_train, corpus, {q.qid for q in queries})
     lists = candidate_lists(queries, make_search(kept), settings.depth, progress=progress)
     counts = {
         "documents": len(corpus),
@@ -262,9 +329,13 @@ def generate_ict(
         "without_sentence": unusable,
         "queries": len(queries),
         "sentence_removed": sum(q.removed for q in queries),
+        "included_lists": len(included.records) if included else 0,
+        "included_judgments": sum(map(len, included.qrels.values())) if included else 0,
     }
-    provenance = _provenance(corpus_path, exclude_qrels, settings, search_info, counts)
-    write_ict(output_dir, kept, queries, lists, provenance)
+    provenance = _provenance(
+        corpus_path, exclude_qrels, include_train, settings, search_info, counts
+    )
+    write_ict(output_dir, kept, queries, lists, provenance, included=included)
     return provenance
 
 
@@ -279,27 +350,28 @@ def write_ict(
     queries: Sequence[IctQuery],
     lists: Sequence[list[tuple[str, float]]],
     provenance: dict,
+    *,
+    included: IncludedTrain | None = None,
 ) -> None:
     """Writes ``OUTPUT_FILES`` into ``output_dir`` (made if missing): each query's list
-    (``lists[i]`` of ``queries[i]``), its qrels line, the ``kept`` corpus and the positives."""
+    (``lists[i]`` of ``queries[i]``), its qrels line, the ``kept`` corpus and the positives,
+    and after them the ``included`` lists, judgments and documents (those not kept)."""
     out = as_path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    included = included or IncludedTrain([], {}, {})
+    records = [
+        {"qid": q.qid, "query": q.query, "candidates": [{"docid": d, "score": s} for d, s in r]}
+        for q, r in zip(queries, lists, strict=True)
+    ]
     _write_lines(
         out / "candidates.jsonl",
-        (
-            json.dumps(
-                {
-                    "qid": q.qid,
-                    "query": q.query,
-                    "candidates": [{"docid": d, "score": s} for d, s in ranked],
-                },
-                ensure_ascii=False,
-            )
-            for q, ranked in zip(queries, lists, strict=True)
-        ),
+        (json.dumps(rec, ensure_ascii=False) for rec in [*records, *included.records]),
     )
-    _write_lines(out / "qrels.txt", (f"{q.qid} 0 {q.positive} 1" for q in queries))
+    judgments = [(q.qid, q.positive, 1) for q in queries]
+    judgments += [(qid, d, g) for qid, judged in included.qrels.items() for d, g in judged.items()]
+    _write_lines(out / "qrels.txt", (f"{qid} 0 {d} {g}" for qid, d, g in judgments))
     docs = [*kept.items(), *((q.positive, q.positive_text) for q in queries)]
+    docs += [(d, t) for d, t in included.documents.items() if d not in kept]
     _write_lines(
         out / "corpus.jsonl",
         (json.dumps({"_id": d, "title": "", "text": t}, ensure_ascii=False) for d, t in docs),
