@@ -8,9 +8,11 @@ The loss is ``sum(hidden * probe)`` over the final hidden states (every param ge
 gradient; no LM head). ``--variant`` changes the JAX side only: ``library`` (as shipped),
 ``linear3d`` (``nnx.Linear`` on the 3-D activations, the behaviour before ``layers.Dense``
 flattened them), ``no_attention`` (attention replaced by ``v + q``: what attention costs
-JAX), ``reference`` (the einsum attention path), ``headmajor`` (``cpu_tuning``'s head-major
-attention) or ``merged_groups`` (GQA groups merged into the query length). ``XLA_FLAGS`` from
-the environment are recorded in the row and its key. Rows merge by
+JAX), ``one_call`` (causal attention as one masked call, the library before
+``layers.causal_attention_in_blocks``), ``reference`` (the einsum attention path),
+``headmajor`` (``cpu_tuning``'s head-major attention) or ``merged_groups`` (GQA groups merged
+into the query length). ``XLA_FLAGS`` from the environment are recorded in the row and its
+key. Rows merge by
 ``tower/variant/BxL[/flags]`` into ``benchmarks/results/tower_grad_vs_torch.json``.
 """
 
@@ -54,6 +56,15 @@ def apply_variant(variant: str) -> None:
         bert.attend = decoder.attend = headmajor_attend
     elif variant == "merged_groups":
         bert.attend = decoder.attend = merged_groups_attend
+    elif variant == "one_call":
+
+        def one_call(q_btnh, k_bskh, v_bskh, key_mask_bs, *, scale=None, **_):
+            mask = key_mask_bs.astype(bool)[:, None, None, :]
+            return jax.nn.dot_product_attention(
+                q_btnh, k_bskh, v_bskh, mask=mask, is_causal=True, scale=scale
+            )
+
+        layers.causal_attention_in_blocks = one_call
     elif variant not in ("library", "reference"):
         raise SystemExit(f"unknown variant {variant!r}")
 
