@@ -60,3 +60,14 @@ def run_cli(work: Callable[[], int], *, debug: bool = False) -> int:
             raise
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def run_parsed(
+    parser: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace], int],
+    argv: list[str] | None = None,
+) -> int:
+    """A command's ``main``: ``run`` on ``argv`` parsed by ``parser`` (which has the
+    ``--debug`` flag), under ``run_cli``."""
+    args = parser.parse_args(argv)
+    return run_cli(lambda: run(args), debug=args.debug)

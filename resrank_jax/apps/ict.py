@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from resrank_jax.cli_errors import add_debug_flag, run_cli
+from resrank_jax.cli_errors import add_debug_flag, run_parsed
 from resrank_jax.data.bundled import data_dir, resolve_flag
 from resrank_jax.errors import ConfigError
 from resrank_jax.models.encoder import Encoder
@@ -142,8 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_cli(lambda: run(args), debug=args.debug)
+    return run_parsed(build_parser(), run, argv)
 
 
 if __name__ == "__main__":
