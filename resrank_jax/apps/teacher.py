@@ -4,7 +4,7 @@ first-stage order and a ranker's order (``resrank_jax.train.teacher``).
     python -m resrank_jax.apps.teacher --output FILE [--candidates C --corpus X --qrels Q]
         [--ranker dense] [--model all-minilm-l6-v2 | --checkpoint RUN_DIR]
         [--list-size 8] [--negatives head|sampled] [--seed 0] [--max-queries N]
-        [--passage-max-length 128] [--rrf-k 60] [--batch-size 8] [--quiet]
+        [--passage-max-length N] [--rrf-k 60] [--batch-size 8] [--quiet]
 
 Defaults: SciFact's packaged train split, ranked by zero-shot dense all-MiniLM-L6-v2.
 ``--checkpoint RUN_DIR`` ranks with a trained run instead (``--ranker resrank``: its own
@@ -41,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", default="head", choices=("head", "sampled"))
     p.add_argument("--seed", type=int, default=0, help="for --negatives sampled")
     p.add_argument("--max-queries", type=int, default=None, help="first N queries only")
-    p.add_argument("--passage-max-length", type=int, default=128)
+    p.add_argument(
+        "--passage-max-length",
+        type=int,
+        default=None,
+        help="default: a --checkpoint run's own length, else 128",
+    )
     p.add_argument("--rrf-k", type=float, default=60.0, help="RRF's constant")
     p.add_argument("--batch-size", type=int, default=8, help="lists per ranker call")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -56,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from resrank_jax.train.lists import lists_from_qrels
     from resrank_jax.train.teacher import teacher_records, write_teacher
 
-    if args.list_size < 2 or args.batch_size < 1 or args.passage_max_length < 1:
+    length = args.passage_max_length or (None if args.checkpoint else 128)
+    if args.list_size < 2 or args.batch_size < 1 or (length is not None and length < 1):
         raise ConfigError("--list-size must be >= 2, --batch-size and --passage-max-length >= 1")
     if args.ranker not in ("dense", "resrank", "e2rank"):
         raise ConfigError(f"--ranker must be dense, resrank or e2rank, got {args.ranker!r}")
@@ -76,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         args.ranker,
         checkpoint=args.checkpoint,
         model=None if args.checkpoint else args.model,
-        passage_max_length=args.passage_max_length,
+        passage_max_length=length,
     )
     records = teacher_records(
         lists, ranker, rrf_k=args.rrf_k, batch_size=args.batch_size, progress=not args.quiet
