@@ -112,6 +112,25 @@ PRESETS["smollm2-135m-frozen-encoder"] = dataclasses.replace(
         for s in _SPEC.stages
     ),
 )
+# The gated variant (starts from the encoder's ranking) trained the same way, with lists like
+# inference's (20 shuffled candidates, negatives sampled from the whole top-100, RankNet pairs
+# only around judged positives): the Quality issue's candidate (README, "Does the reranker
+# help?").
+PRESETS["smollm2-135m-frozen-gated"] = dataclasses.replace(
+    _SMOL,
+    data=dataclasses.replace(
+        _SMOL.data,
+        cached_vectors=True,
+        list_size=20,
+        candidate_order="shuffled",
+        negatives="sampled",
+        default_teacher="judged_only",
+    ),
+    stages=tuple(
+        dataclasses.replace(s, trainable=("(?!encoder/).*",), weights=(("rank", 2.0),))
+        for s in _SMOL.stages
+    ),
+)
 # E2Rank (one embedding model, no reranker): stage 1 contrastive only, stage 2 contrastive +
 # RankNet on the pseudo-query (SPEC.md section 2).
 _E2RANK_STAGES = (
