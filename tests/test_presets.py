@@ -108,3 +108,35 @@ def test_spec_preset_and_its_ablations_change_one_thing_each():
     assert [s.weights for s in resolve_config("smollm2-135m-no-contrastive").stages] == [
         (("rank", 2.0),)
     ] * 2
+
+
+def test_frozen_gated_preset_is_the_gated_preset_with_a_frozen_encoder_and_inference_like_lists():
+    import dataclasses
+    import re
+
+    from resrank_jax.config import resolve_config
+
+    gated, frozen = resolve_config("smollm2-135m"), resolve_config("smollm2-135m-frozen-gated")
+    a, b = dataclasses.asdict(gated), dataclasses.asdict(frozen)
+    assert {k for k in a if a[k] != b[k]} == {"model", "stages", "data"}
+    assert frozen.model == dataclasses.replace(
+        gated.model,
+        resrank=dataclasses.replace(gated.model.resrank, gate_init=0.3),
+        remat="none",
+    )
+    assert frozen.data == dataclasses.replace(
+        gated.data,
+        cached_vectors=True,
+        list_size=20,
+        candidate_order="shuffled",
+        negatives="sampled",
+        default_teacher="judged_only",
+    )
+    for before, after in zip(gated.stages, frozen.stages, strict=True):
+        assert after == dataclasses.replace(
+            before, trainable=after.trainable, weights=(("rank", 2.0),)
+        )
+        (pattern,) = after.trainable
+        assert not re.fullmatch(pattern, "encoder/layers/0/attention/query/kernel")
+        assert re.fullmatch(pattern, "reranker/layers/0/attn/q_proj/kernel")
+        assert re.fullmatch(pattern, "gate")

@@ -115,9 +115,13 @@ PRESETS["smollm2-135m-frozen-encoder"] = dataclasses.replace(
 # The gated variant (starts from the encoder's ranking) trained the same way, with lists like
 # inference's (20 shuffled candidates, negatives sampled from the whole top-100, RankNet pairs
 # only around judged positives): the Quality issue's candidate (README, "Does the reranker
-# help?").
+# help?"). Its gate starts at 0.3, not 0: the reranker's gradient is proportional to the
+# gate, so from 0 it gets none at first and then flips direction with the gate's sign.
 PRESETS["smollm2-135m-frozen-gated"] = dataclasses.replace(
     _SMOL,
+    model=dataclasses.replace(
+        _SMOL.model, resrank=dataclasses.replace(_GATED, gate_init=0.3), remat="none"
+    ),
     data=dataclasses.replace(
         _SMOL.data,
         cached_vectors=True,
