@@ -54,6 +54,18 @@ def test_paired_tests_match_references_by_hand():
     }
 
 
+def test_paired_tests_see_a_mean_over_equal_seeds_as_no_difference():
+    a = {"q0": 0.1, "q1": 0.7, "q2": 0.3, "q3": 0.9}
+    means = quality._mean_per_query([a, a, a])
+    assert any(means[q] != a[q] for q in a)  # np.mean of three equal floats: last bit off
+    assert quality.paired_tests(means, a) == {
+        "delta": 0.0,
+        "t_p": 1.0,
+        "wilcoxon_p": 1.0,
+        "queries": 4,
+    }
+
+
 @pytest.mark.slow
 def test_two_seeds_train_rank_and_resume_from_the_journal(tmp_path, monkeypatch, capsys):
     argv = ["--preset", "tiny", "--seeds", "0", "1", "--output-dir", str(tmp_path)]
