@@ -101,16 +101,23 @@ PRESETS["smollm2-135m-single-stage"] = dataclasses.replace(
 PRESETS["smollm2-135m-no-contrastive"] = dataclasses.replace(
     _SPEC, stages=tuple(dataclasses.replace(s, weights=(("rank", 2.0),)) for s in _SPEC.stages)
 )
-# A frozen encoder gets no gradient from the contrastive term, so it is dropped (same update);
-# its passage and query vectors are encoded once (``data.cached_vectors``: the same steps,
-# tested equal, without the encoder's forward).
+
+
+def _encoder_frozen(stages: tuple[StageConfig, ...]) -> tuple[StageConfig, ...]:
+    """``stages`` training everything but the encoder, on the RankNet term alone (a frozen
+    encoder gets no gradient from the contrastive term: the same update without it)."""
+    return tuple(
+        dataclasses.replace(s, trainable=("(?!encoder/).*",), weights=(("rank", 2.0),))
+        for s in stages
+    )
+
+
+# A frozen encoder's passage and query vectors are encoded once (``data.cached_vectors``: the
+# same steps, tested equal, without the encoder's forward).
 PRESETS["smollm2-135m-frozen-encoder"] = dataclasses.replace(
     _SPEC,
     data=dataclasses.replace(_SPEC.data, cached_vectors=True),
-    stages=tuple(
-        dataclasses.replace(s, trainable=("(?!encoder/).*",), weights=(("rank", 2.0),))
-        for s in _SPEC.stages
-    ),
+    stages=_encoder_frozen(_SPEC.stages),
 )
 # The gated variant (starts from the encoder's ranking) trained the same way, with lists like
 # inference's (20 shuffled candidates, negatives sampled from the whole top-100, RankNet pairs
@@ -130,10 +137,7 @@ PRESETS["smollm2-135m-frozen-gated"] = dataclasses.replace(
         negatives="sampled",
         default_teacher="judged_only",
     ),
-    stages=tuple(
-        dataclasses.replace(s, trainable=("(?!encoder/).*",), weights=(("rank", 2.0),))
-        for s in _SMOL.stages
-    ),
+    stages=_encoder_frozen(_SMOL.stages),
 )
 # E2Rank (one embedding model, no reranker): stage 1 contrastive only, stage 2 contrastive +
 # RankNet on the pseudo-query (SPEC.md section 2).
