@@ -7,6 +7,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from resrank_jax.data.formats import (
@@ -39,6 +40,17 @@ class Dataset:
     def __post_init__(self) -> None:
         if self.rel_level < 1:
             raise ValueError(f"{self.name}: rel_level must be >= 1, got {self.rel_level}")
+
+
+def shuffled(dataset: Dataset, seed: int) -> Dataset:
+    """``dataset`` with each query's candidates permuted by ``default_rng([seed, index])``
+    (index: the query's place in ``dataset.queries``), so slot position carries no
+    first-stage order; the same seed gives every ranker the same lists."""
+    queries = []
+    for i, qc in enumerate(dataset.queries):
+        perm = np.random.default_rng([seed, i]).permutation(len(qc.candidates))
+        queries.append(dataclasses.replace(qc, candidates=[qc.candidates[j] for j in perm]))
+    return dataclasses.replace(dataset, queries=queries)
 
 
 _Parts = tuple[str, list[QueryCandidates], dict[str, dict[str, int]], QrelsFormat]

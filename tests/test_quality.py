@@ -10,12 +10,13 @@ from scipy import stats
 
 from resrank_jax.apps import quality
 from resrank_jax.apps.experiment import eval_datasets
+from resrank_jax.evaluation import shuffled
 
 
 def test_shuffled_permutes_each_query_by_seed_alone():
     dataset = eval_datasets()[0][0]
     order = [[x.docid for x in qc.candidates] for qc in dataset.queries]
-    once, again, other = (quality.shuffled(dataset, s) for s in (0, 0, 1))
+    once, again, other = (shuffled(dataset, s) for s in (0, 0, 1))
     for ids, a, b, c in zip(order, once.queries, again.queries, other.queries, strict=True):
         shown = [x.docid for x in a.candidates]
         assert sorted(shown) == sorted(ids) and shown != ids

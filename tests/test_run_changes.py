@@ -181,3 +181,22 @@ def test_dev_evaluation_best_checkpoint_and_profile_trace(tmp_path):
         scores = forward_scores(model, task, qc.query, [c.text for c in qc.candidates])
         ranked[qc.qid] = [qc.candidates[i].docid for i in np.argsort(-scores, kind="stable")]
     assert dev[6] == pytest.approx(ir_ndcg10(ranked, data.qrels), abs=1e-6)
+
+
+def test_dev_lists_are_shuffled_like_the_training_lists():
+    """A run trained on shuffled lists is scored on shuffled dev lists (the same candidates,
+    another order, the same for every run), in first-stage order otherwise."""
+    import dataclasses
+
+    from resrank_jax.config import resolve_config
+    from resrank_jax.train.dev_eval import dev_dataset
+
+    data = dataclasses.replace(resolve_config("tiny").data, dev_queries=4)
+    first_stage = dev_dataset(data)
+    mixed = dev_dataset(dataclasses.replace(data, candidate_order="shuffled"))
+    again = dev_dataset(dataclasses.replace(data, candidate_order="shuffled"))
+    ids = [[[c.docid for c in qc.candidates] for qc in d.queries] for d in (first_stage, mixed)]
+    assert [sorted(q) for q in ids[0]] == [sorted(q) for q in ids[1]]
+    assert all(a != b for a, b in zip(*ids, strict=True))
+    assert ids[1] == [[c.docid for c in qc.candidates] for qc in again.queries]
+    assert mixed.qrels == first_stage.qrels

@@ -20,7 +20,6 @@ own encoder and vs zero-shot MiniLM, two-sided paired t-test and Wilcoxon signed
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import hashlib
 import json
@@ -33,7 +32,7 @@ from scipy import stats
 from resrank_jax.apps.eval_journal import EvalJournal
 from resrank_jax.apps.experiment import eval_datasets
 from resrank_jax.config import resolve_config
-from resrank_jax.evaluation import Dataset, rerank_dataset, score_run_per_query
+from resrank_jax.evaluation import Dataset, rerank_dataset, score_run_per_query, shuffled
 from resrank_jax.rerank.base import Ranker
 from resrank_jax.rerank.encode import EmbeddingCache
 from resrank_jax.rerank.factory import build_ranker, run_rankers
@@ -46,15 +45,6 @@ ENCODER = "dense (own encoder)"
 RESRANK = "resrank (single pass)"
 FLOAT_NOISE = 1e-12  # nDCG lies in [0, 1]
 COMPARISONS = ((RESRANK, ENCODER), (RESRANK, ZERO_SHOT), (ENCODER, ZERO_SHOT))
-
-
-def shuffled(dataset: Dataset, seed: int) -> Dataset:
-    """``dataset`` with each query's candidates permuted by ``default_rng([seed, index])``."""
-    queries = []
-    for i, qc in enumerate(dataset.queries):
-        perm = np.random.default_rng([seed, i]).permutation(len(qc.candidates))
-        queries.append(dataclasses.replace(qc, candidates=[qc.candidates[j] for j in perm]))
-    return dataclasses.replace(dataset, queries=queries)
 
 
 def per_query_ndcg(ranker: Ranker, dataset: Dataset, max_queries: int) -> dict:

@@ -3,7 +3,10 @@ checkpoint (``keep_best``).
 
 The dev set is the last ``data.dev_queries`` queries of ``data.candidates`` (left out of the
 training lists by ``load_lists``), ranked over their candidates with the model's own ranker
-(``ModelRanker``: the same prompt and score as training) and judged by ``data.qrels``.
+(``ModelRanker``: the same prompt and score as training) and judged by ``data.qrels``. With
+``data.candidate_order=shuffled`` each dev list is shuffled too (``evaluation.shuffled``, seed
+``DEV_SHUFFLE_SEED`` for every run), so a reranker trained on shuffled lists is measured as it
+will be used, not on the first-stage order it never saw.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from resrank_jax.data.formats import read_candidates, read_corpus, read_qrels
-from resrank_jax.evaluation import Dataset, rerank_dataset, score_run
+from resrank_jax.evaluation import Dataset, rerank_dataset, score_run, shuffled
 from resrank_jax.rerank.model_ranker import ModelRanker
 from resrank_jax.train.checkpoint import Checkpointer
+
+DEV_SHUFFLE_SEED = 0
 
 
 def dev_dataset(data) -> Dataset:
@@ -23,7 +28,8 @@ def dev_dataset(data) -> Dataset:
     corpus = read_corpus(data.file("corpus"))
     queries = read_candidates(data.file("candidates"), corpus)[-data.dev_queries :]
     qrels = read_qrels(data.file("qrels"))
-    return Dataset("dev", queries, {q.qid: qrels.get(q.qid, {}) for q in queries}, rel_level=1)
+    dev = Dataset("dev", queries, {q.qid: qrels.get(q.qid, {}) for q in queries}, rel_level=1)
+    return shuffled(dev, DEV_SHUFFLE_SEED) if data.candidate_order == "shuffled" else dev
 
 
 class DevEval:
