@@ -109,6 +109,19 @@ def test_empty_list_is_an_error_and_one_item_is_identity(minilm_tokenizer):
     assert IdentityRanker().rank("q", candidates(5)).order.tolist() == [0, 1, 2, 3, 4]
 
 
+def test_with_model_reuses_vectors_of_an_unchanged_encoder_only(minilm_tokenizer):
+    """Dev evaluation swaps in each new model: a frozen encoder's vectors are reused, a
+    trained encoder's (another fingerprint) are encoded afresh and score differently."""
+    ranker, cands = dense_ranker(minilm_tokenizer), candidates(6)
+    first = ranker.rank("cancer drug", cands)
+    same = ranker.with_model(EmbeddingModel(Encoder(init_backbone(MINI, seed=4))))
+    assert same.rank("cancer drug", cands).stats["passages_encoded"] == 0
+    other = ranker.with_model(EmbeddingModel(Encoder(init_backbone(MINI, seed=5))))
+    moved = other.rank("cancer drug", cands)
+    assert moved.stats["passages_encoded"] == 6
+    assert not np.allclose(moved.scores, first.scores)
+
+
 def test_dense_ranker_scores_are_cosines_and_cache_is_reused(minilm_tokenizer):
     ranker = dense_ranker(minilm_tokenizer)
     cands = candidates(10)

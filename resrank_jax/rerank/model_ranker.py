@@ -67,9 +67,10 @@ class ModelRanker(Ranker):
 
     def with_model(self, model) -> ModelRanker:
         """This ranker with other weights of the same model (training's dev evaluation),
-        sharing its compiled score; passage vectors start from an empty cache."""
+        sharing its compiled score and its cache: vectors are keyed by the encoder's
+        fingerprint, so a trained encoder encodes afresh and a frozen one reuses them."""
         ranker = copy.copy(self)
-        ranker.model, ranker.cache, ranker._fingerprint = model, EmbeddingCache(), None
+        ranker.model, ranker._fingerprint = model, None
         return ranker
 
     def with_cache(self, cache: EmbeddingCache) -> ModelRanker:
