@@ -90,7 +90,8 @@ class DataConfig:
     instructions: str = "default"
     array_record_dir: str = ""
     candidate_order: Literal["first_stage", "shuffled"] = "first_stage"
-    dev_queries: int = 0  # the last N queries of ``candidates``, held out for eval_every
+    dev_queries: int = 0  # the last N queries of ``candidates``, held out for eval_every (a
+    # teacher file's lists of those qids are dropped too)
     negatives: Literal["head", "sampled"] = "head"
     default_teacher: Literal["first_stage", "judged_only"] = "first_stage"
     cached_vectors: bool = False

@@ -108,3 +108,28 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, argv, message):
     assert main(["--output", str(tmp_path / "t.jsonl"), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_dev_queries_are_dropped_from_a_teacher_file_by_qid(tmp_path):
+    """``data.dev_queries`` holds out the candidates file's last queries; a teacher file
+    covering every query must not train on them (eval_every would score trained queries)."""
+    import dataclasses
+
+    from resrank_jax.config import resolve_config
+    from resrank_jax.train.data import load_lists
+
+    cfg = resolve_config("tiny")
+    data = cfg.data
+    qids = [
+        q.qid for q in read_candidates(data.file("candidates"), read_corpus(data.file("corpus")))
+    ]
+    path = tmp_path / "teacher.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"qid": q, "query": q, "documents": ["a", "b"], "ranking": [1, 0]}) + "\n"
+            for q in qids
+        )
+    )
+    data = dataclasses.replace(data, teacher=str(path), dev_queries=3)
+    lists, counts = load_lists(dataclasses.replace(cfg, data=data))
+    assert [tl.qid for tl in lists] == qids[:-3] and counts["dev_held_out"] == 3

@@ -9,6 +9,7 @@ from resrank_jax.config import TrainConfig
 from resrank_jax.data.formats import read_candidates, read_corpus, read_qrels
 from resrank_jax.tasks import Task
 from resrank_jax.train.batches import BatchBuilder, ListBatches
+from resrank_jax.train.dev_eval import dev_dataset
 from resrank_jax.train.lists import (
     TrainingList,
     lists_from_qrels,
@@ -25,6 +26,10 @@ def load_lists(cfg: TrainConfig) -> tuple[list[TrainingList], dict[str, int]]:
     d = cfg.data
     if d.teacher:
         lists, counts = lists_from_teacher_file(d.file("teacher"), list_size=d.list_size), {}
+        if d.dev_queries:  # the held-out queries, matched by the teacher records' qid
+            dev = {q.qid for q in dev_dataset(d).queries}
+            kept = [tl for tl in lists if tl.qid not in dev]
+            counts["dev_held_out"], lists = len(lists) - len(kept), kept
     else:
         corpus = read_corpus(d.file("corpus"))
         queries = read_candidates(d.file("candidates"), corpus)
