@@ -47,6 +47,13 @@ _GLOBAL_NAMES = {
     "output.weight": "lm_head.weight",
 }
 _ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
+# GGUF special-token ids -> the tokenizer attributes they name.
+_SPECIAL_TOKEN_ATTRS = {
+    "bos": "bos_token",
+    "eos": "eos_token",
+    "unknown": "unk_token",
+    "padding": "pad_token",
+}
 
 
 def hf_name(gguf_name: str, arch: str = "llama") -> str:
@@ -178,17 +185,45 @@ class GGUFFile:
         }
 
     def load_tokenizer(self):
-        """The HF tokenizer built from the file, with BOS/EOS/pad exactly as the metadata says."""
-        from transformers import AutoTokenizer
+        """The HF tokenizer the file describes, built as ``AutoTokenizer.from_pretrained(dir,
+        gguf_file=...)`` builds it (transformers' GGUF tokenizer builders, and the tokenizer
+        class transformers maps the architecture to) from the metadata read here, because
+        transformers' own GGUF reader imports torch, which resrank_jax does not depend on."""
+        from transformers import TokenizersBackend
+        from transformers.integrations.gguf import convert_gguf_tokenizer
+        from transformers.models.auto.tokenization_auto import (
+            TOKENIZER_MAPPING_NAMES,
+            tokenizer_class_from_name,
+        )
 
-        tok = AutoTokenizer.from_pretrained(str(self.path.parent), gguf_file=self.path.name)
-        ids = self.special_token_ids()
-        for attr, key in (("bos_token", "bos"), ("eos_token", "eos"), ("pad_token", "padding")):
-            if ids[key] is not None:
-                setattr(tok, attr, tok.convert_ids_to_tokens(int(ids[key])))
-        tok.add_bos_token = bool(self.meta("tokenizer.ggml.add_bos_token", False))
-        tok.add_eos_token = bool(self.meta("tokenizer.ggml.add_eos_token", False))
-        return tok
+        vocab, settings = self._tokenizer_metadata()
+        backend, extra = convert_gguf_tokenizer(self.arch, vocab)
+        name = TOKENIZER_MAPPING_NAMES.get(self.arch)
+        cls = tokenizer_class_from_name(name) if name else TokenizersBackend
+        directory = str(self.path.parent)  # the name AutoTokenizer gives it
+        return cls(tokenizer_object=backend, name_or_path=directory, **settings, **extra)
+
+    def _tokenizer_metadata(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(vocabulary fields, tokenizer settings)`` under transformers' GGUF field names;
+        the settings hold BOS/EOS/unknown/pad and the add-BOS/EOS flags exactly as the
+        metadata says (a flag it lacks is off)."""
+        from transformers.integrations.gguf import GGUF_TOKENIZER_MAPPING
+
+        fields = {
+            group: {
+                name: self.meta(f"tokenizer.{key}")
+                for key, name in renames.items()
+                if f"tokenizer.{key}" in self.reader.fields
+            }
+            for group, renames in GGUF_TOKENIZER_MAPPING.items()
+        }
+        vocab, settings = fields["tokenizer"], fields["tokenizer_config"]
+        for key, token_id in self.special_token_ids().items():
+            if token_id is not None:
+                settings[_SPECIAL_TOKEN_ATTRS[key]] = vocab["tokens"][int(token_id)]
+        for flag in ("add_bos_token", "add_eos_token"):
+            settings[flag] = bool(self.meta(f"tokenizer.ggml.{flag}", False))
+        return vocab, settings
 
 
 class _DequantisedTensors(Mapping[str, np.ndarray]):
