@@ -44,6 +44,10 @@ def _reference_scores(model, cfg: ResRankConfig, out, batch) -> np.ndarray:
     e = np.asarray(out["passage_emb"], np.float64)
     args = (jnp.asarray(batch.ids), jnp.asarray(batch.mask), jnp.asarray(batch.slot_pos))
     h, h_q = (np.asarray(x, np.float64) for x in model.contextualize(out["passage_emb"], *args))
+    if cfg.center_slots:  # minus the mean of the list's real slots
+        real = batch.slot_mask.astype(bool)
+        mean = np.stack([h[b][real[b]].mean(axis=0) for b in range(len(h))])
+        h, h_q = h - mean[:, None], h_q - mean
     if cfg.query_vector == "last_plus_encoder":
         h_q = h_q + np.asarray(out["query_emb"], np.float64)
     fused = {
@@ -69,6 +73,21 @@ def test_scores_are_cosines_and_padded_slots_are_masked():
     np.testing.assert_allclose(
         np.linalg.norm(np.asarray(out["passage_emb"]), axis=-1), 1.0, atol=1e-5
     )
+
+
+def test_centred_slot_states_score_as_the_numpy_reference():
+    """``center_slots``: slot and query states minus the mean over the real slots only (the
+    second query's padded slot must not move its mean)."""
+    cfg = ResRankConfig(center_slots=True)
+    model = tiny_resrank(cfg)
+    passages, passage_mask, batch = synthetic_batch()
+    out = run(model, passages, passage_mask, batch)
+    scores = np.asarray(out["scores"])
+    valid = batch.slot_mask.astype(bool)
+    reference = _reference_scores(model, cfg, out, batch)
+    np.testing.assert_allclose(scores[valid], reference[valid], rtol=0, atol=1e-5)
+    plain = np.asarray(run(tiny_resrank(), passages, passage_mask, batch)["scores"])
+    assert np.abs(plain[valid] - scores[valid]).max() > 1e-3  # same weights, not centred
 
 
 def _spy_reranker_inputs(model, monkeypatch) -> list[dict]:

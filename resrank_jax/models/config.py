@@ -342,6 +342,12 @@ class ResRankConfig:
         projector_init: ``normal`` (std 0.02) or ``orthogonal`` (orthonormal rows when the
             encoder is narrower: the ``linear`` projector then preserves cosines).
         gate_init: initial value of the gate ``g``.
+        center_slots: our variant (not in the paper): subtract the mean state of the list's
+            real slots from every slot state and from the reranker's query state before the
+            residual and the query vector use them. A decoder's final states share one large
+            direction (measured: mean pairwise cosine 0.95 between SmolLM2's 100 slot states
+            of a DL19 list), so ``norm(h)`` barely differs between passages; centred, each
+            slot state keeps only what sets it apart from the list.
     """
 
     phi: Phi = "rescale"
@@ -351,6 +357,7 @@ class ResRankConfig:
     projector_hidden: int | None = None
     projector_init: ProjectorInit = "normal"
     gate_init: float = 0.0
+    center_slots: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (

@@ -26,6 +26,17 @@ def mean_token_norm(decoder: Decoder) -> jax.Array:
     return jnp.mean(jnp.linalg.norm(table, axis=-1)) * decoder.embed_scale
 
 
+def center_on_slots(
+    h_bnd: jax.Array, h_q_bd: jax.Array, slot_mask_bn: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Slot states ``h [B, N, D]`` and query states ``h_q [B, D]`` minus the mean state of each
+    list's real slots (``slot_mask`` 1; padded slots count for nothing)."""
+    w_bn = slot_mask_bn.astype(h_bnd.dtype)
+    count_b1 = jnp.maximum(jnp.sum(w_bn, axis=-1, keepdims=True), 1.0)
+    mean_bd = jnp.einsum("bn,bnd->bd", w_bn, h_bnd) / count_b1
+    return h_bnd - mean_bd[:, None], h_q_bd - mean_bd
+
+
 class ResRank(nnx.Module):
     """Encoder-LLM + Reranker-LLM with slot splicing and residual fusion.
 
@@ -136,6 +147,8 @@ class ResRank(nnx.Module):
         """Scores ``[B, N]`` from passage embeddings (fresh or cached); padded slots get NEG."""
         e_bnd = e_bnd.astype(jnp.float32)
         h_bnd, h_q_bd = self.contextualize(e_bnd, prompt_ids_bl, prompt_mask_bl, slot_pos_bn)
+        if self.cfg.center_slots:
+            h_bnd, h_q_bd = center_on_slots(h_bnd, h_q_bd, slot_mask_bn)
         if self.cfg.needs_query_vector:
             if query_emb_bd is None:
                 raise ValueError(
