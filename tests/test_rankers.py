@@ -204,7 +204,7 @@ def test_score_list_padding_leaves_scores_unchanged(resrank, resrank_task):
     seen = []
     score = ranker._score
     ranker._score = lambda m, e, b, q: (seen.append((e, b)), score(m, e, b, q))[1]
-    (scores,) = ranker.score_lists([ranker._embedded("what causes cancer", cands)])
+    (scores,) = ranker.score_lists([ranker.embedded("what causes cancer", cands)])
     ((e_pad, batch),) = seen
     assert e_pad.shape[1] == 8 and batch["slot_pos"].shape == (1, 8)
     assert batch["cand_mask"][0].tolist() == [1] * 5 + [0] * 3

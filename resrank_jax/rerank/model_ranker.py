@@ -115,7 +115,7 @@ class ModelRanker(Ranker):
             stats=stats,
         )
 
-    def _embedded(self, query: str, candidates: list[Candidate]) -> _List:
+    def embedded(self, query: str, candidates: list[Candidate]) -> _List:
         """One query's list with its passage (and, if the task reads it, query) vectors."""
         stats: dict[str, int] = {"model_calls": 0}
         e_ne = self.passage_embeddings(candidates, stats)
@@ -131,27 +131,37 @@ class ModelRanker(Ranker):
             out += self._score_call(lists[start : start + self.max_batch])
         return out
 
-    def _score_call(self, lists: Sequence[_List]) -> list[np.ndarray]:
-        """One model call over ``lists`` (at most ``max_batch``)."""
+    def call_inputs(
+        self, lists: Sequence[_List]
+    ) -> tuple[np.ndarray, dict, np.ndarray | None, list]:
+        """What one model call over ``lists`` (at most ``max_batch``) reads: passage vectors
+        ``[B, N, E]``, the task's prompt fields with ``cand_mask [B, N]`` and query vectors
+        ``[B, E]`` (or None), the number of lists, N and the prompt length padded to buckets;
+        then each list's prompt."""
         sizes = [len(x.candidates) for x in lists]
         n_pad = bucket_length(max(sizes), minimum=MIN_SLOTS)
         b_pad = bucket_length(len(lists), minimum=1)
         prompts = [self.task.prompt(x.query, [c.text for c in x.candidates]) for x in lists]
         batch = self.task.prompt_fields(prompts + prompts[:1] * (b_pad - len(lists)), n_pad)
-        e_pad = np.zeros((b_pad, n_pad, lists[0].e_ne.shape[1]), np.float32)
+        e_bne = np.zeros((b_pad, n_pad, lists[0].e_ne.shape[1]), np.float32)
         batch["cand_mask"] = np.zeros((b_pad, n_pad), np.int32)
         for i, (x, n) in enumerate(zip(lists, sizes, strict=True)):
-            e_pad[i, :n] = x.e_ne
+            e_bne[i, :n] = x.e_ne
             batch["cand_mask"][i, :n] = 1
         q_be = None
         if lists[0].q_1e is not None:
             q_be = np.concatenate([x.q_1e for x in lists] + [lists[0].q_1e] * (b_pad - len(lists)))
-        scores = np.asarray(self._score(self.model, e_pad, batch, q_be))
+        return e_bne, batch, q_be, prompts
+
+    def _score_call(self, lists: Sequence[_List]) -> list[np.ndarray]:
+        """One model call over ``lists`` (at most ``max_batch``)."""
+        *inputs, prompts = self.call_inputs(lists)
+        scores = np.asarray(self._score(self.model, *inputs))
         for x, prompt in zip(lists, prompts, strict=True):
             x.stats["tokens_processed"] = x.stats.get("tokens_processed", 0) + len(prompt.ids)
             x.stats["truncated"] = x.stats.get("truncated", 0) + prompt.truncated
             x.stats["model_calls"] += 1
-        return [scores[i, :n] for i, n in enumerate(sizes)]
+        return [scores[i, : len(x.candidates)] for i, x in enumerate(lists)]
 
     def _rank(self, query: str, candidates: list[Candidate]) -> Ranking:
         return self._rank_batch([query], [candidates])[0]
@@ -159,7 +169,7 @@ class ModelRanker(Ranker):
     def _rank_batch(
         self, queries: list[str], candidate_lists: list[list[Candidate]]
     ) -> list[Ranking]:
-        lists = [self._embedded(q, c) for q, c in zip(queries, candidate_lists, strict=True)]
+        lists = [self.embedded(q, c) for q, c in zip(queries, candidate_lists, strict=True)]
         if self.window is not None:
             return self._rank_windows(lists)
         scores = self.score_lists(lists)
