@@ -48,14 +48,18 @@ def list_stats(h_nd: np.ndarray, x_nd: np.ndarray) -> dict[str, float]:
 def slot_states(ranker, query: str, candidates) -> tuple[np.ndarray, np.ndarray]:
     """The reranker's final states at the slots ``[N, D]`` and the slot inputs ``[N, D]`` for
     one list, as ``ranker`` (a ResRank ``ModelRanker``) would score it."""
-    import jax.numpy as jnp
+    import jax
 
     e_bne, batch, _, _ = ranker.call_inputs([ranker.embedded(query, candidates)])
-    model, e = ranker.model, jnp.asarray(e_bne)
     fields = (batch["prompt_ids"], batch["prompt_mask"], batch["slot_pos"])
-    h_bnd, _ = model.contextualize(e, *(jnp.asarray(f) for f in fields))
+    h_bnd, x_bnd = jax.jit(_states)(ranker.model, e_bne, *fields)
     n = len(candidates)
-    return np.asarray(h_bnd[0, :n]), np.asarray(model.slot_inputs(e)[0, :n])
+    return np.asarray(h_bnd[0, :n]), np.asarray(x_bnd[0, :n])
+
+
+def _states(model, e_bne, prompt_ids_bl, prompt_mask_bl, slot_pos_bn):
+    h_bnd, _ = model.contextualize(e_bne, prompt_ids_bl, prompt_mask_bl, slot_pos_bn)
+    return h_bnd, model.slot_inputs(e_bne)
 
 
 def load_ranker(run: str | None, preset: str | None):
