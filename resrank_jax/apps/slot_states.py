@@ -18,6 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from resrank_jax.apps.experiment import eval_datasets
@@ -48,15 +49,14 @@ def list_stats(h_nd: np.ndarray, x_nd: np.ndarray) -> dict[str, float]:
 def slot_states(ranker, query: str, candidates) -> tuple[np.ndarray, np.ndarray]:
     """The reranker's final states at the slots ``[N, D]`` and the slot inputs ``[N, D]`` for
     one list, as ``ranker`` (a ResRank ``ModelRanker``) would score it."""
-    import jax
-
     e_bne, batch, _, _ = ranker.call_inputs([ranker.embedded(query, candidates)])
     fields = (batch["prompt_ids"], batch["prompt_mask"], batch["slot_pos"])
-    h_bnd, x_bnd = jax.jit(_states)(ranker.model, e_bne, *fields)
+    h_bnd, x_bnd = _states(ranker.model, e_bne, *fields)
     n = len(candidates)
     return np.asarray(h_bnd[0, :n]), np.asarray(x_bnd[0, :n])
 
 
+@jax.jit
 def _states(model, e_bne, prompt_ids_bl, prompt_mask_bl, slot_pos_bn):
     h_bnd, _ = model.contextualize(e_bne, prompt_ids_bl, prompt_mask_bl, slot_pos_bn)
     return h_bnd, model.slot_inputs(e_bne)
