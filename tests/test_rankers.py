@@ -119,6 +119,7 @@ def test_with_model_reuses_vectors_of_an_unchanged_encoder_only(minilm_tokenizer
     other = ranker.with_model(EmbeddingModel(Encoder(init_backbone(MINI, seed=5))))
     moved = other.rank("cancer drug", cands)
     assert moved.stats["passages_encoded"] == 6
+    assert len(other.cache) == 6 and len(ranker.cache) == 6  # old encoder's vectors not kept
     assert not np.allclose(moved.scores, first.scores)
 
 

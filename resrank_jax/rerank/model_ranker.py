@@ -67,10 +67,13 @@ class ModelRanker(Ranker):
 
     def with_model(self, model) -> ModelRanker:
         """This ranker with other weights of the same model (training's dev evaluation),
-        sharing its compiled score and its cache: vectors are keyed by the encoder's
-        fingerprint, so a trained encoder encodes afresh and a frozen one reuses them."""
+        sharing its compiled score, and its cache while the encoder is unchanged (a frozen
+        encoder's vectors are reused; a trained one starts an empty cache, so evaluations
+        never pile up vectors of old encoders)."""
         ranker = copy.copy(self)
         ranker.model, ranker._fingerprint = model, None
+        if ranker.encoder_key != self.encoder_key:
+            ranker.cache = EmbeddingCache()
         return ranker
 
     def with_cache(self, cache: EmbeddingCache) -> ModelRanker:
