@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from resrank_jax.hf.config_map import UnsupportedModelError, config_from_hf
+from resrank_jax.hf.tokenizer_class import GGUF_TOKENIZER_CLASSES, exported_class
 from resrank_jax.models.config import DecoderConfig
 
 _LAYER_NAMES = {
@@ -189,17 +190,11 @@ class GGUFFile:
         gguf_file=...)`` builds it (transformers' GGUF tokenizer builders, and the tokenizer
         class transformers maps the architecture to) from the metadata read here, because
         transformers' own GGUF reader imports torch, which resrank_jax does not depend on."""
-        from transformers import TokenizersBackend
         from transformers.integrations.gguf import convert_gguf_tokenizer
-        from transformers.models.auto.tokenization_auto import (
-            TOKENIZER_MAPPING_NAMES,
-            tokenizer_class_from_name,
-        )
 
         vocab, settings = self._tokenizer_metadata()
         backend, extra = convert_gguf_tokenizer(self.arch, vocab)
-        name = TOKENIZER_MAPPING_NAMES.get(self.arch)
-        cls = tokenizer_class_from_name(name) if name else TokenizersBackend
+        cls = exported_class(GGUF_TOKENIZER_CLASSES[self.arch])
         directory = str(self.path.parent)  # the name AutoTokenizer gives it
         return cls(tokenizer_object=backend, name_or_path=directory, **settings, **extra)
 

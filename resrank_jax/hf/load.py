@@ -17,6 +17,7 @@ from resrank_jax.hf.config_map import config_from_hf
 from resrank_jax.hf.gguf_file import GGUFFile
 from resrank_jax.hf.key_map import KeyRule, detect_prefix, rules_for
 from resrank_jax.hf.tensors import SafetensorsDir, check_keys
+from resrank_jax.hf.tokenizer_class import load_hf_tokenizer
 from resrank_jax.models.build import Backbone, backbone_from_arrays
 from resrank_jax.models.config import BackboneConfig, BertConfig, with_scan_layers
 from resrank_jax.pooling_conventions import pooling_convention
@@ -99,9 +100,7 @@ def _read_source(
         cfg = cfg.replace(add_pooler=False)
     hf_tok = None
     if (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists():
-        from transformers import AutoTokenizer
-
-        hf_tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+        hf_tok = load_hf_tokenizer(path)
     return cfg, tensors, hf_tok
 
 
