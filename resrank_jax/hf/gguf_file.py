@@ -195,6 +195,10 @@ class GGUFFile:
         vocab, settings = self._tokenizer_metadata()
         backend, extra = convert_gguf_tokenizer(self.arch, vocab)
         cls = exported_class(GGUF_TOKENIZER_CLASSES[self.arch])
+        if cls is None:  # a transformers release without the class our table names
+            raise UnsupportedModelError(
+                f"{self.path}: this transformers has no {GGUF_TOKENIZER_CLASSES[self.arch]}"
+            )
         directory = str(self.path.parent)  # the name AutoTokenizer gives it
         return cls(tokenizer_object=backend, name_or_path=directory, **settings, **extra)
 
