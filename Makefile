@@ -54,4 +54,4 @@ bench: install
 	$(BIN)/python benchmarks/rerank_latency.py
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .pytest_cache/jax-compilation
