@@ -82,11 +82,10 @@ class GGUFFile:
     """A GGUF checkpoint: ``config``, lazy ``tensors`` (HF names, fp32) and tokenizer metadata."""
 
     def __init__(self, path: str | Path) -> None:
-        import gguf  # imported here: only GGUF users pay for it
+        from resrank_jax.hf.gguf_reader import read_gguf  # imports gguf: only GGUF users pay
 
         self.path = Path(path)
-        self._gguf = gguf
-        self.reader = gguf.GGUFReader(str(self.path))
+        self.contents = read_gguf(self.path)
         self.arch = self.meta("general.architecture")
         if self.arch not in _ARCHS:
             raise UnsupportedModelError(
@@ -94,14 +93,14 @@ class GGUFFile:
                 f"({', '.join(_ARCHS)})"
             )
         self._refuse_rope_scaling()
-        self._by_hf = {hf_name(t.name, self.arch): t for t in self.reader.tensors}
+        self._by_hf = {hf_name(t.name, self.arch): t for t in self.contents.tensors}
         self.config = self._config()
 
     def _refuse_rope_scaling(self) -> None:
         """llama.cpp stores Llama 3.x RoPE scaling as a ``rope_freqs`` tensor (and Llama-arch
         metadata); resrank_jax reads scaled RoPE from HF configs only."""
         scaling = self.meta(f"{self.arch}.rope.scaling.type")
-        has_freqs = any(t.name == "rope_freqs.weight" for t in self.reader.tensors)
+        has_freqs = any(t.name == "rope_freqs.weight" for t in self.contents.tensors)
         if self.arch != "gemma3" and (scaling not in (None, "none") or has_freqs):
             raise UnsupportedModelError(
                 f"{self.path}: GGUF with RoPE scaling ({scaling or 'rope_freqs tensor'}) is not "
@@ -109,15 +108,12 @@ class GGUFFile:
             )
 
     def meta(self, key: str, default: Any = None) -> Any:
-        field = self.reader.fields.get(key)
-        return default if field is None else field.contents()
+        return self.contents.fields.get(key, default)
 
     def _config(self) -> DecoderConfig:
         a = self.arch
         d, n = self.meta(f"{a}.embedding_length"), self.meta(f"{a}.attention.head_count")
-        vocab = self.meta(f"{a}.vocab_size") or len(
-            self.reader.fields["tokenizer.ggml.tokens"].data
-        )
+        vocab = self.meta(f"{a}.vocab_size") or len(self.meta("tokenizer.ggml.tokens"))
         if a == "gemma3":
             return self._gemma3_config(int(vocab), int(d), int(n))
         return DecoderConfig(
@@ -169,7 +165,9 @@ class GGUFFile:
     def tensor(self, name: str) -> np.ndarray:
         """The dequantised fp32 tensor with HF name ``name``, in HF layout ``[out, in]``."""
         t = self._by_hf[name]
-        array = self._gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        from gguf.quants import dequantize
+
+        array = dequantize(t.data, t.tensor_type).astype(np.float32)
         array = array.reshape(tuple(int(s) for s in reversed(t.shape)))
         if self.arch == "llama" and name.endswith("self_attn.q_proj.weight"):
             array = unpermute_qk(array, self.config.num_heads)
@@ -212,7 +210,7 @@ class GGUFFile:
             group: {
                 name: self.meta(f"tokenizer.{key}")
                 for key, name in renames.items()
-                if f"tokenizer.{key}" in self.reader.fields
+                if f"tokenizer.{key}" in self.contents.fields
             }
             for group, renames in GGUF_TOKENIZER_MAPPING.items()
         }
