@@ -1,5 +1,5 @@
 """Test setup: 8 fake CPU devices (sharding tests), offline HF, one persistent compilation
-cache, shared tiny fixtures."""
+cache for the processes tests start, shared tiny fixtures."""
 
 import os
 from pathlib import Path
@@ -10,12 +10,18 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# One persistent XLA compilation cache for the session, its xdist workers and every process
-# they start (train.py runs, the demo): a train step compiles once per test run, not once per
-# process. Measured: tests/test_run_changes.py 635 s with it vs 873 s without (cold cache, both
-# at once on 2 cores). Only compiles over 1 s are kept: caching every compile (thousands) with
-# a size limit (which scans the directory on each write) gave the whole suite no gain. Keyed by
-# the program and the compile options, so a hit is the executable a compile would give.
+# One persistent XLA compilation cache for the processes the tests start (train.py runs, the
+# demo, the CLIs): a train step compiles once per test run, not once per process. Measured:
+# tests/test_run_changes.py 635 s with it vs 873 s without (cold cache, both at once on 2
+# cores). Only compiles over 1 s are kept: caching every compile (thousands) with a size limit
+# (which scans the directory on each write) gave the whole suite no gain. The test workers
+# themselves compile without it (jax reads JAX_* variables when it is imported, here, before
+# they are set; child processes read them): with the cache in the workers too, a worker died
+# once in CI (2026-12-07, a native crash in test_train_step.py, cause not found, never seen
+# here), and long-lived workers that serialise and load many executables were its only new
+# exposure.
+import jax  # noqa: F401
+
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",
     str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax-compilation"),
