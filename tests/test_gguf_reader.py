@@ -77,8 +77,29 @@ def test_packaged_smollm2_gguf_reads_as_gguf_reader_reads_it():
     assert_same_as_gguf_reader(packaged_weights("smollm2-135m-instruct"))
 
 
-def test_a_file_that_is_not_gguf_is_refused_with_its_path(tmp_path):
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        (b"PK\x03\x04" + bytes(4), r"model\.gguf: not a GGUF file"),
+        (b"GGUF" + (3 << 24).to_bytes(4, "little"), r"model\.gguf: big-endian GGUF files"),
+        (b"GGUF" + (1).to_bytes(4, "little"), r"model\.gguf: GGUF version 1 is not supported"),
+    ],
+)
+def test_a_file_that_is_not_readable_gguf_is_refused_with_its_path(tmp_path, header, message):
     path = tmp_path / "model.gguf"
-    path.write_bytes(b"PK\x03\x04" + bytes(60))
-    with pytest.raises(UnsupportedModelError, match=r"model\.gguf: not a GGUF file"):
+    path.write_bytes(header + bytes(56))
+    with pytest.raises(UnsupportedModelError, match=message):
+        read_gguf(path)
+
+
+def test_a_metadata_key_written_twice_is_refused(tmp_path):
+    import struct
+
+    def uint32_field(key: bytes, value: int) -> bytes:
+        return struct.pack("<Q", len(key)) + key + struct.pack("<II", 4, value)  # 4: UINT32
+
+    path = tmp_path / "twice.gguf"
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 2)
+    path.write_bytes(header + uint32_field(b"a.b", 1) + uint32_field(b"a.b", 2) + bytes(32))
+    with pytest.raises(UnsupportedModelError, match=r"twice\.gguf: metadata key 'a\.b' appears"):
         read_gguf(path)

@@ -116,12 +116,16 @@ def read_gguf(path: str | Path) -> GGUFContents:
     if len(data) < 24 or cur.unpack("<I") != GGUF_MAGIC:
         raise UnsupportedModelError(f"{path}: not a GGUF file (bad magic)")
     version = cur.unpack("<I")
+    if version & 0xFFFF == 0:
+        raise UnsupportedModelError(f"{path}: big-endian GGUF files are not supported")
     if version not in (2, 3):
         raise UnsupportedModelError(f"{path}: GGUF version {version} is not supported (2, 3)")
     n_tensors, n_fields = cur.unpack("<Q"), cur.unpack("<Q")
     fields = {}
     for _ in range(n_fields):
         key = cur.string()
+        if key in fields:
+            raise UnsupportedModelError(f"{path}: metadata key {key!r} appears twice")
         fields[key] = cur.value(GGUFValueType(cur.unpack("<I")))
     table = [_tensor_entry(cur) for _ in range(n_tensors)]
     alignment = int(fields.get("general.alignment", GGUF_DEFAULT_ALIGNMENT))
