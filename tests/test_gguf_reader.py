@@ -103,3 +103,13 @@ def test_a_metadata_key_written_twice_is_refused(tmp_path):
     path.write_bytes(header + uint32_field(b"a.b", 1) + uint32_field(b"a.b", 2) + bytes(32))
     with pytest.raises(UnsupportedModelError, match=r"twice\.gguf: metadata key 'a\.b' appears"):
         read_gguf(path)
+
+
+def test_a_truncated_file_is_refused_in_one_line(tmp_path):
+    whole = tmp_path / "whole.gguf"
+    write_every_type(whole, 32)
+    for cut in (40, whole.stat().st_size - 40):  # in the metadata; in the last tensor (272 B)
+        path = tmp_path / f"cut{cut}.gguf"
+        path.write_bytes(whole.read_bytes()[:cut])
+        with pytest.raises(UnsupportedModelError, match=rf"cut{cut}\.gguf: truncated or corrupt"):
+            read_gguf(path)

@@ -109,9 +109,17 @@ class _Cursor:
 
 
 def read_gguf(path: str | Path) -> GGUFContents:
-    """Metadata and tensor table of a GGUF file; tensor data are memmap views (no copy)."""
+    """Metadata and tensor table of a GGUF file; tensor data are memmap views (no copy). A
+    file that ends early or holds an unknown type code is refused in one line."""
     path = Path(path)
     data = np.memmap(path, mode="r")
+    try:
+        return _parse(data, path)
+    except (struct.error, ValueError) as err:
+        raise UnsupportedModelError(f"{path}: truncated or corrupt GGUF file ({err})") from None
+
+
+def _parse(data: np.memmap, path: Path) -> GGUFContents:
     cur = _Cursor(memoryview(data), path)
     if len(data) < 24 or cur.unpack("<I") != GGUF_MAGIC:
         raise UnsupportedModelError(f"{path}: not a GGUF file (bad magic)")
