@@ -14,21 +14,21 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # demo, the CLIs): a train step compiles once per test run, not once per process. Measured:
 # tests/test_run_changes.py 635 s with it vs 873 s without (cold cache, both at once on 2
 # cores). Only compiles over 1 s are kept: caching every compile (thousands) with a size limit
-# (which scans the directory on each write) gave the whole suite no gain. The test workers
-# themselves compile without it (jax reads JAX_* variables when it is imported, here, before
-# they are set; child processes read them): with the cache in the workers too, a worker died
+# (which scans the directory on each write) gave the whole suite no gain. The pytest processes
+# themselves (xdist workers inherit the variables) compile without it: with it, a worker died
 # once in CI (2026-12-07, a native crash in test_train_step.py, cause not found, never seen
-# here), and long-lived workers that serialise and load many executables were its only new
-# exposure.
-import jax  # noqa: F401
-
+# here), and long-lived processes that serialise and load many executables were its only new
+# exposure. tests/test_test_setup.py checks both halves.
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",
     str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax-compilation"),
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
+import jax
 import pytest
+
+jax.config.update("jax_compilation_cache_dir", None)
 
 
 @pytest.fixture(scope="session")
